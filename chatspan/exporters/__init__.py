@@ -1,0 +1,1 @@
+"""Span exporters that store what chat spans carry."""

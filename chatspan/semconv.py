@@ -1,0 +1,65 @@
+"""Every span attribute and event name chatspan reads or writes, in one place.
+
+Three vocabularies meet on a chat span: the OpenTelemetry GenAI semantic conventions
+(what standard backends understand), OpenInference (what Phoenix and Langfuse show),
+and ``chatspan.*`` / ``dify.*`` for what neither names.
+"""
+
+# OpenTelemetry GenAI semantic conventions.
+GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
+GEN_AI_SYSTEM = "gen_ai.system"  # the older name of gen_ai.provider.name
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_CONVERSATION_ID = "gen_ai.conversation.id"
+GEN_AI_RESPONSE_ID = "gen_ai.response.id"
+GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+GEN_AI_REQUEST_STREAM = "gen_ai.request.stream"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"  # seconds
+GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
+
+# Operations whose span is one chat turn.
+CHAT_OPERATIONS = frozenset(
+    {"chat", "text_completion", "generate_content", "invoke_workflow", "invoke_agent"}
+)
+
+# General OpenTelemetry conventions.
+USER_ID = "user.id"
+ENDUSER_ID = "enduser.id"  # the deprecated name of user.id
+SERVICE_NAME = "service.name"
+HTTP_ROUTE = "http.route"
+ERROR_TYPE = "error.type"
+EXCEPTION_EVENT = "exception"
+EXCEPTION_TYPE = "exception.type"
+EXCEPTION_MESSAGE = "exception.message"
+EXCEPTION_STACKTRACE = "exception.stacktrace"
+
+# OpenInference, so Phoenix and Langfuse show the chat.
+OPENINFERENCE_SPAN_KIND = "openinference.span.kind"
+INPUT_VALUE = "input.value"
+OUTPUT_VALUE = "output.value"
+SESSION_ID = "session.id"
+LLM_MODEL_NAME = "llm.model_name"
+LLM_TOKEN_COUNT_TOTAL = "llm.token_count.total"  # noqa: S105  (not a secret)
+
+# Dify.
+DIFY_APP_ID = "dify.app_id"
+DIFY_MESSAGE_ID = "dify.message_id"
+
+# chatspan's own.
+CHATSPAN_KIND = "chatspan.kind"  # "chat" marks a chat span whatever its operation
+CHATSPAN_KIND_CHAT = "chat"
+CHATSPAN_LATENCY_MS = "chatspan.latency_ms"  # overrides the span's duration
+CHATSPAN_STATUS = "chatspan.status"  # "cancelled" when the client went away
+CHATSPAN_ROUTE = "chatspan.route"
+CHATSPAN_TOTAL_TOKENS = "chatspan.usage.total_tokens"
+CHATSPAN_NODE_ID = "chatspan.node.id"
+CHATSPAN_NODE_TYPE = "chatspan.node.type"
+CHATSPAN_NODE_TITLE = "chatspan.node.title"
+
+# Statuses a chat row can have.
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+STATUS_CANCELLED = "cancelled"

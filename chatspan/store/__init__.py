@@ -1,0 +1,1 @@
+"""Where records live: tables, migrations, the writer and the read queries."""

@@ -1,0 +1,31 @@
+"""Reading rows back, for assertions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from chatspan.store.engine import make_engine
+from chatspan.store.tables import dify_logs, error
+
+TABLES = {"dify_logs": dify_logs, "error": error}
+
+
+def fetch_rows(url: str, table: str) -> list[dict[str, Any]]:
+    engine = make_engine(url, timeout_s=30)
+    try:
+        with engine.connect() as connection:
+            result = connection.execute(select(TABLES[table]).order_by(TABLES[table].c.created_at))
+            return [dict(row._mapping) for row in result]
+    finally:
+        engine.dispose()
+
+
+def count_rows(url: str, table: str) -> int:
+    engine = make_engine(url, timeout_s=30)
+    try:
+        with engine.connect() as connection:
+            return connection.scalar(select(func.count()).select_from(TABLES[table]))
+    finally:
+        engine.dispose()

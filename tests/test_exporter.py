@@ -1,0 +1,344 @@
+"""chatspan_postgres through a real TracerProvider and BatchSpanProcessor, on PostgreSQL
+(psycopg 3 and psycopg2) and SQLite."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from rows import count_rows, fetch_rows
+from spans import ANSWER, QUESTION, make_chat_span
+from sqlalchemy import text
+
+from chatspan import semconv as sc
+from chatspan.config import ConfigError, StoreSettings
+from chatspan.exporters.postgres import PostgresSpanExporter
+from chatspan.store.engine import make_engine
+
+
+def _exporter(url: str, timeout_s: float = 10) -> PostgresSpanExporter:
+    return PostgresSpanExporter(StoreSettings(database_url=url, export_timeout_s=timeout_s))
+
+
+def test_thousand_chats_and_two_hundred_errors_through_batch_processor(any_driver_url):
+    provider = TracerProvider(resource=Resource.create({"service.name": "dify-api"}))
+    provider.add_span_processor(BatchSpanProcessor(_exporter(any_driver_url)))
+    tracer = provider.get_tracer("test")
+    for i in range(1000):
+        make_chat_span(tracer, i, with_exception=i % 5 == 0)
+    for i in range(50):  # plain spans, no exception: they add nothing
+        with tracer.start_as_current_span(f"GET /static/{i}"):
+            pass
+    provider.shutdown()
+
+    chats = fetch_rows(any_driver_url, "dify_logs")
+    errors = fetch_rows(any_driver_url, "error")
+    assert len(chats) == 1000
+    assert len(errors) == 200
+    by_message = {row["message_id"]: row for row in chats}
+    row = by_message["msg-123"]
+    assert row["app_id"] == "app-4"
+    assert row["conversation_id"] == "conv-26"
+    assert row["user_id"] == "user-23"
+    assert row["input_text"] == f"{QUESTION} #123"
+    assert row["output_text"] == f"{ANSWER} #123"
+    assert (row["input_tokens"], row["output_tokens"], row["total_tokens"]) == (43, 123, 166)
+    assert row["model"] == "gpt-4o-mini" and row["provider"] == "openai"
+    assert row["response_mode"] == "streaming"
+    assert row["status"] == "ok"
+    assert row["service_name"] == "dify-api"
+    assert row["attributes"] == {"dify.workflow_run_id": "run-123"}
+    assert len(row["trace_id"]) == 32 and len(row["span_id"]) == 16
+    assert row["created_at"].tzinfo is not None or any_driver_url.startswith("sqlite")
+    assert by_message["msg-10"]["status"] == "error"
+    error = next(
+        e for e in errors if e["error_message"] == "model returned no choices for message 10"
+    )
+    assert error["type_error"] == "ValueError"
+    assert error["user_id"] == "user-10" and error["app_id"] == "app-3"
+    assert error["trace_id"] == by_message["msg-10"]["trace_id"]
+    assert "raise ValueError" in error["stacktrace"]
+    # The same error from 200 different messages is one group.
+    assert len({e["fingerprint"] for e in errors}) == 1
+
+
+def test_exporting_the_same_batch_twice_adds_no_rows(any_driver_url):
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    for i in range(300):
+        make_chat_span(tracer, i, with_exception=i % 3 == 0)
+    spans = memory.get_finished_spans()
+    exporter = _exporter(any_driver_url)
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert exporter.export(spans) is SpanExportResult.SUCCESS  # a retry of the whole batch
+    assert exporter.export(spans[100:200]) is SpanExportResult.SUCCESS  # an overlapping one
+    exporter.shutdown()
+    assert count_rows(any_driver_url, "dify_logs") == 300
+    assert count_rows(any_driver_url, "error") == 100
+
+
+def test_a_batch_mixing_new_and_stored_spans_stores_the_new_ones(database_url):
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    for i in range(20):
+        make_chat_span(tracer, i, with_exception=True)
+    spans = memory.get_finished_spans()
+    exporter = _exporter(database_url)
+    exporter.export(spans[:10])
+    exporter.export(spans)
+    exporter.shutdown()
+    assert count_rows(database_url, "dify_logs") == 20
+    assert count_rows(database_url, "error") == 20
+
+
+@pytest.fixture
+def store_refusing_user(database_url: str) -> Iterator[str]:
+    """The store, with a rule the database enforces: user_id 'reject-me' is refused."""
+    engine = make_engine(database_url, timeout_s=10)
+    if engine.dialect.name == "postgresql":
+        add = "ALTER TABLE dify_logs ADD CONSTRAINT refuse CHECK (user_id <> 'reject-me')"
+        drop = "ALTER TABLE dify_logs DROP CONSTRAINT refuse"
+    else:
+        add = (
+            "CREATE TRIGGER refuse BEFORE INSERT ON dify_logs WHEN NEW.user_id = 'reject-me' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        drop = "DROP TRIGGER refuse"
+    with engine.begin() as connection:
+        connection.execute(text(add))
+    yield database_url
+    with engine.begin() as connection:
+        connection.execute(text(drop))
+    engine.dispose()
+
+
+def test_a_row_the_database_rejects_costs_only_itself(store_refusing_user, caplog):
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    for i in range(5):
+        make_chat_span(tracer, i, with_exception=True)
+    with tracer.start_as_current_span(
+        "bad", attributes={sc.CHATSPAN_KIND: "chat", sc.USER_ID: "reject-me"}
+    ):
+        pass
+    exporter = _exporter(store_refusing_user)
+    with caplog.at_level(logging.WARNING, logger="chatspan"):
+        result = exporter.export(memory.get_finished_spans())
+    exporter.shutdown()
+    assert result is SpanExportResult.SUCCESS
+    assert count_rows(store_refusing_user, "dify_logs") == 5
+    assert count_rows(store_refusing_user, "error") == 5
+    rejected = [
+        r.getMessage() for r in caplog.records if "rejected a dify_logs row" in r.getMessage()
+    ]
+    assert len(rejected) == 1
+    assert "reject-me" not in rejected[0]  # row content never reaches a log line
+
+
+def test_text_no_database_could_store_is_repaired_not_lost(database_url):
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("t").start_as_current_span(
+        "odd",
+        attributes={
+            sc.CHATSPAN_KIND: "chat",
+            sc.INPUT_VALUE: "lone \ud800 surrogate",
+            sc.OUTPUT_VALUE: "nul \x00 byte",
+            "note": "\x00\udfff",
+        },
+    ):
+        pass
+    exporter = _exporter(database_url)
+    assert exporter.export(memory.get_finished_spans()) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    (row,) = fetch_rows(database_url, "dify_logs")
+    assert row["input_text"] == "lone ? surrogate"
+    assert row["output_text"] == "nul  byte"
+    assert row["attributes"] == {"note": "?"}
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers: a hung database."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    port = server.getsockname()[1]
+    yield port
+    server.close()
+
+
+def test_unreachable_database_fails_in_bounded_time_without_raising_or_blocking(
+    silent_server, caplog
+):
+    url = f"postgresql+psycopg://chatspan:s3cret-pw@127.0.0.1:{silent_server}/test"
+    exporter = _exporter(url, timeout_s=2)
+    provider = TracerProvider()
+    processor = BatchSpanProcessor(exporter, schedule_delay_millis=50)
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+
+    started = time.monotonic()
+    for i in range(20):
+        make_chat_span(tracer, i)
+    ending_spans_took = time.monotonic() - started
+    assert ending_spans_took < 0.5, "ending spans must not wait for the database"
+
+    memory = InMemorySpanExporter()
+    direct = TracerProvider()
+    direct.add_span_processor(SimpleSpanProcessor(memory))
+    make_chat_span(direct.get_tracer("t"), 1)
+    caplog.clear()
+    started = time.monotonic()
+    with caplog.at_level(logging.ERROR, logger="chatspan"):
+        result = exporter.export(memory.get_finished_spans())
+    took = time.monotonic() - started
+    assert result is SpanExportResult.FAILURE
+    assert took < 8, f"export took {took:.1f} s with a 2 s timeout"
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("chatspan")]
+    assert len(lines) == 1
+    assert "s3cret-pw" not in lines[0] and QUESTION[:20] not in lines[0]
+    assert f"127.0.0.1:{silent_server}" in lines[0]
+    provider.shutdown()
+
+
+def test_refused_connection_fails_fast_and_names_the_cause(caplog):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    exporter = _exporter(
+        f"postgresql+psycopg2://postgres:pw-xyz@127.0.0.1:{port}/test", timeout_s=2
+    )
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    make_chat_span(provider.get_tracer("t"), 1)
+    with caplog.at_level(logging.ERROR, logger="chatspan"):
+        assert exporter.export(memory.get_finished_spans()) is SpanExportResult.FAILURE
+    (line,) = [r.getMessage() for r in caplog.records if r.name.startswith("chatspan")]
+    assert "refused" in line.lower()
+    assert "pw-xyz" not in line
+
+
+def test_locked_sqlite_database_fails_within_the_timeout(tmp_path):
+    path = tmp_path / "locked.db"
+    url = f"sqlite:///{path}"
+    exporter = _exporter(url, timeout_s=1)
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    make_chat_span(provider.get_tracer("t"), 1)
+    assert exporter.export(memory.get_finished_spans()) is SpanExportResult.SUCCESS
+    locker = sqlite3.connect(path)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        result = exporter.export(memory.get_finished_spans())
+        took = time.monotonic() - started
+    finally:
+        locker.rollback()
+        locker.close()
+    assert result is SpanExportResult.FAILURE
+    assert took < 5
+
+
+def test_export_after_shutdown_fails_quietly(database_url):
+    exporter = _exporter(database_url)
+    exporter.shutdown()
+    assert exporter.export([]) is SpanExportResult.FAILURE
+    assert exporter.force_flush() is True
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("not a url at all", "CHATSPAN_DATABASE_URL is not a database URL"),
+        ("mysql://root@localhost/db", "names the database 'mysql'"),
+        ("postgresql+asyncpg://u@h/db", "driver 'asyncpg'"),
+        ("postgresql+pg8000://u@h/db", "driver 'pg8000'"),
+        ("sqlite+aiosqlite:///x.db", "CHATSPAN_DATABASE_URL"),
+    ],
+)
+def test_bad_database_url_fails_at_start_naming_the_variable(monkeypatch, url, expected):
+    monkeypatch.setenv("CHATSPAN_DATABASE_URL", url)
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(")) as raised:
+        PostgresSpanExporter()
+    assert "CHATSPAN_DATABASE_URL" in str(raised.value)
+
+
+def test_malformed_url_with_a_password_does_not_echo_it(monkeypatch):
+    monkeypatch.setenv("CHATSPAN_DATABASE_URL", "postgresql://user:topsecret@host:notaport/db")
+    with pytest.raises(ConfigError) as raised:
+        PostgresSpanExporter()
+    assert "topsecret" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CHATSPAN_EXPORT_TIMEOUT_S", "soon"),
+        ("CHATSPAN_EXPORT_TIMEOUT_S", "-1"),
+        ("CHATSPAN_AUTO_MIGRATE", "maybe"),
+    ],
+)
+def test_bad_settings_name_their_variable(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable):
+        PostgresSpanExporter()
+
+
+def test_exporter_creates_the_schema_on_first_export(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh' / 'chatspan.db'}"
+    exporter = _exporter(url)
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    make_chat_span(provider.get_tracer("t"), 1)
+    assert exporter.export(memory.get_finished_spans()) is SpanExportResult.SUCCESS
+    assert count_rows(url, "dify_logs") == 1
+
+
+def test_concurrent_exporters_do_not_collide(database_url):
+    """Two processes' worth of exporters writing overlapping batches at once."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    for i in range(400):
+        make_chat_span(tracer, i, with_exception=i % 4 == 0)
+    spans = memory.get_finished_spans()
+    exporters = [_exporter(database_url), _exporter(database_url)]
+    results: list[SpanExportResult] = []
+
+    def run(exporter: PostgresSpanExporter) -> None:
+        for start in range(0, 400, 50):
+            results.append(exporter.export(spans[start : start + 50]))
+
+    threads = [threading.Thread(target=run, args=(e,)) for e in exporters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results.count(SpanExportResult.SUCCESS) == 16
+    assert count_rows(database_url, "dify_logs") == 400
+    assert count_rows(database_url, "error") == 100
