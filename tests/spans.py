@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode, Tracer
 
 from chatspan import semconv as sc
@@ -43,3 +46,26 @@ def make_chat_span(tracer: Tracer, i: int, *, with_exception: bool = False) -> N
             except ValueError as error:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, str(error)))
+
+
+class SpanRecorder:
+    """A real TracerProvider that keeps every finished span in memory."""
+
+    def __init__(self) -> None:
+        self._memory = InMemorySpanExporter()
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(SimpleSpanProcessor(self._memory))
+        self.tracer = self.provider.get_tracer("test")
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self._memory.get_finished_spans())
+
+
+def chat_spans(count: int, *, exception_every: int = 0) -> list[ReadableSpan]:
+    """`count` finished chat spans; every `exception_every`-th carries an exception."""
+    recorder = SpanRecorder()
+    for i in range(count):
+        make_chat_span(
+            recorder.tracer, i, with_exception=bool(exception_every) and i % exception_every == 0
+        )
+    return recorder.spans()

@@ -15,12 +15,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
-    SimpleSpanProcessor,
     SpanExportResult,
 )
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rows import count_rows, fetch_rows
-from spans import ANSWER, QUESTION, make_chat_span
+from spans import ANSWER, QUESTION, SpanRecorder, chat_spans, make_chat_span
 from sqlalchemy import text
 
 from chatspan import semconv as sc
@@ -76,13 +74,7 @@ def test_thousand_chats_and_two_hundred_errors_through_batch_processor(any_drive
 
 
 def test_exporting_the_same_batch_twice_adds_no_rows(any_driver_url):
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("test")
-    for i in range(300):
-        make_chat_span(tracer, i, with_exception=i % 3 == 0)
-    spans = memory.get_finished_spans()
+    spans = chat_spans(300, exception_every=3)
     exporter = _exporter(any_driver_url)
     assert exporter.export(spans) is SpanExportResult.SUCCESS
     assert exporter.export(spans) is SpanExportResult.SUCCESS  # a retry of the whole batch
@@ -93,13 +85,7 @@ def test_exporting_the_same_batch_twice_adds_no_rows(any_driver_url):
 
 
 def test_a_batch_mixing_new_and_stored_spans_stores_the_new_ones(database_url):
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("test")
-    for i in range(20):
-        make_chat_span(tracer, i, with_exception=True)
-    spans = memory.get_finished_spans()
+    spans = chat_spans(20, exception_every=1)
     exporter = _exporter(database_url)
     exporter.export(spans[:10])
     exporter.export(spans)
@@ -130,10 +116,8 @@ def store_refusing_user(database_url: str) -> Iterator[str]:
 
 
 def test_a_row_the_database_rejects_costs_only_itself(store_refusing_user, caplog):
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("test")
+    recorder = SpanRecorder()
+    tracer = recorder.tracer
     for i in range(5):
         make_chat_span(tracer, i, with_exception=True)
     with tracer.start_as_current_span(
@@ -142,7 +126,7 @@ def test_a_row_the_database_rejects_costs_only_itself(store_refusing_user, caplo
         pass
     exporter = _exporter(store_refusing_user)
     with caplog.at_level(logging.WARNING, logger="chatspan"):
-        result = exporter.export(memory.get_finished_spans())
+        result = exporter.export(recorder.spans())
     exporter.shutdown()
     assert result is SpanExportResult.SUCCESS
     assert count_rows(store_refusing_user, "dify_logs") == 5
@@ -155,10 +139,8 @@ def test_a_row_the_database_rejects_costs_only_itself(store_refusing_user, caplo
 
 
 def test_text_no_database_could_store_is_repaired_not_lost(database_url):
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    with provider.get_tracer("t").start_as_current_span(
+    recorder = SpanRecorder()
+    with recorder.tracer.start_as_current_span(
         "odd",
         attributes={
             sc.CHATSPAN_KIND: "chat",
@@ -169,7 +151,7 @@ def test_text_no_database_could_store_is_repaired_not_lost(database_url):
     ):
         pass
     exporter = _exporter(database_url)
-    assert exporter.export(memory.get_finished_spans()) is SpanExportResult.SUCCESS
+    assert exporter.export(recorder.spans()) is SpanExportResult.SUCCESS
     exporter.shutdown()
     (row,) = fetch_rows(database_url, "dify_logs")
     assert row["input_text"] == "lone ? surrogate"
@@ -204,14 +186,10 @@ def test_unreachable_database_fails_in_bounded_time_without_raising_or_blocking(
     ending_spans_took = time.monotonic() - started
     assert ending_spans_took < 0.5, "ending spans must not wait for the database"
 
-    memory = InMemorySpanExporter()
-    direct = TracerProvider()
-    direct.add_span_processor(SimpleSpanProcessor(memory))
-    make_chat_span(direct.get_tracer("t"), 1)
     caplog.clear()
     started = time.monotonic()
     with caplog.at_level(logging.ERROR, logger="chatspan"):
-        result = exporter.export(memory.get_finished_spans())
+        result = exporter.export(chat_spans(1))
     took = time.monotonic() - started
     assert result is SpanExportResult.FAILURE
     assert took < 8, f"export took {took:.1f} s with a 2 s timeout"
@@ -229,12 +207,9 @@ def test_refused_connection_fails_fast_and_names_the_cause(caplog):
     exporter = _exporter(
         f"postgresql+psycopg2://postgres:pw-xyz@127.0.0.1:{port}/test", timeout_s=2
     )
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    make_chat_span(provider.get_tracer("t"), 1)
+    spans = chat_spans(1)
     with caplog.at_level(logging.ERROR, logger="chatspan"):
-        assert exporter.export(memory.get_finished_spans()) is SpanExportResult.FAILURE
+        assert exporter.export(spans) is SpanExportResult.FAILURE
     (line,) = [r.getMessage() for r in caplog.records if r.name.startswith("chatspan")]
     assert "refused" in line.lower()
     assert "pw-xyz" not in line
@@ -244,16 +219,13 @@ def test_locked_sqlite_database_fails_within_the_timeout(tmp_path):
     path = tmp_path / "locked.db"
     url = f"sqlite:///{path}"
     exporter = _exporter(url, timeout_s=1)
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    make_chat_span(provider.get_tracer("t"), 1)
-    assert exporter.export(memory.get_finished_spans()) is SpanExportResult.SUCCESS
+    spans = chat_spans(1)
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
     locker = sqlite3.connect(path)
     locker.execute("BEGIN EXCLUSIVE")
     try:
         started = time.monotonic()
-        result = exporter.export(memory.get_finished_spans())
+        result = exporter.export(spans)
         took = time.monotonic() - started
     finally:
         locker.rollback()
@@ -310,23 +282,14 @@ def test_bad_settings_name_their_variable(monkeypatch, variable, value):
 def test_exporter_creates_the_schema_on_first_export(tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh' / 'chatspan.db'}"
     exporter = _exporter(url)
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    make_chat_span(provider.get_tracer("t"), 1)
-    assert exporter.export(memory.get_finished_spans()) is SpanExportResult.SUCCESS
+    spans = chat_spans(1)
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
     assert count_rows(url, "dify_logs") == 1
 
 
 def test_concurrent_exporters_do_not_collide(database_url):
     """Two processes' worth of exporters writing overlapping batches at once."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("test")
-    for i in range(400):
-        make_chat_span(tracer, i, with_exception=i % 4 == 0)
-    spans = memory.get_finished_spans()
+    spans = chat_spans(400, exception_every=4)
     exporters = [_exporter(database_url), _exporter(database_url)]
     results: list[SpanExportResult] = []
 
