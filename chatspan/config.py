@@ -7,7 +7,9 @@ which variable is wrong, what it holds and what it should hold.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -76,3 +78,74 @@ class StoreSettings:
             export_timeout_s=env_float("CHATSPAN_EXPORT_TIMEOUT_S", 10.0, environ=environ),
             auto_migrate=env_bool("CHATSPAN_AUTO_MIGRATE", True, environ),
         )
+
+
+DEFAULT_MAX_CONTENT_CHARS = 65_536
+DEFAULT_MAX_REQUEST_BYTES = 1_048_576
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """What the instrumentation may put on a span, and how much of it."""
+
+    capture_content: bool = True
+    redact: bool = True
+    redact_patterns: tuple[str, ...] = ()
+    max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CaptureSettings:
+        env = environ if environ is not None else os.environ
+        return cls(
+            capture_content=_capture_content(env),
+            redact=env_bool("CHATSPAN_REDACT", True, env),
+            redact_patterns=_patterns("CHATSPAN_REDACT_PATTERNS", env),
+            max_content_chars=int(
+                env_float("CHATSPAN_MAX_CONTENT_CHARS", DEFAULT_MAX_CONTENT_CHARS, environ=env)
+            ),
+            max_request_bytes=int(
+                env_float("CHATSPAN_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, environ=env)
+            ),
+        )
+
+
+def _capture_content(env: Mapping[str, str]) -> bool:
+    """chatspan's own switch wins; else OpenTelemetry's GenAI one; else on.
+
+    OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT takes ``true`` / ``false`` and, in
+    newer conventions, ``SPAN_ONLY``, ``EVENT_ONLY``, ``SPAN_AND_EVENT`` or ``NO_CONTENT``.
+    """
+    if env.get("CHATSPAN_CAPTURE_CONTENT", "").strip():
+        return env_bool("CHATSPAN_CAPTURE_CONTENT", True, env)
+    name = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return True
+    if raw in {"span_only", "span_and_event", "event_only"}:
+        return raw != "event_only"  # chatspan reads spans, not events
+    if raw == "no_content":
+        return False
+    return env_bool(name, True, env)
+
+
+def _patterns(name: str, env: Mapping[str, str]) -> tuple[str, ...]:
+    """A JSON list of regular expressions, or a single one."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ()
+    if raw.startswith("["):
+        try:
+            patterns = json.loads(raw)
+        except ValueError as error:
+            raise ConfigError(f"{name} looks like a JSON list but is not JSON: {error}") from None
+        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+            raise ConfigError(f"{name} must be a JSON list of regular expressions (strings)")
+    else:
+        patterns = [raw]
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ConfigError(f"{name}: {pattern!r} is not a regular expression: {error}") from None
+    return tuple(patterns)

@@ -196,12 +196,44 @@ def _map_span(span: SpanData) -> tuple[ChatRecord | None, list[ErrorRecord]]:
     trace_hex = f"{span.trace_id:032x}"
     span_hex = f"{span.span_id:016x}"
     chat = _chat_record(span, trace_hex, span_hex) if is_chat_span(span) else None
-    errors = [
-        _error_record(span, event, index, trace_hex, span_hex)
-        for index, event in enumerate(span.events)
-        if event.name == sc.EXCEPTION_EVENT
-    ]
+    errors = (
+        [
+            _error_record(span, event, index, trace_hex, span_hex)
+            for index, event in _exception_events(span)
+        ]
+        if span.events
+        else []
+    )
     return chat, errors
+
+
+def _exception_events(span: SpanData) -> Iterator[tuple[int, SpanEvent]]:
+    """The span's exception events that are errors of their own.
+
+    Skipped: an exception recorded twice on the same span (server instrumentations and
+    framework hooks can both see it, at different depths of its traceback, so type and
+    message decide), and one the chat span below already holds (the server span is
+    then marked with the exception's type).
+    """
+    on_chat_span = _short_type(span.attributes.get(sc.CHATSPAN_EXCEPTION_ON_CHAT_SPAN))
+    seen: set[tuple[Any, Any]] = set()
+    for index, event in enumerate(span.events):
+        if event.name != sc.EXCEPTION_EVENT:
+            continue
+        attributes = event.attributes
+        kind = attributes.get(sc.EXCEPTION_TYPE)
+        if on_chat_span is not None and _short_type(kind) == on_chat_span:
+            continue
+        key = (kind, attributes.get(sc.EXCEPTION_MESSAGE))
+        if key in seen:
+            continue
+        seen.add(key)
+        yield index, event
+
+
+def _short_type(name: Any) -> str | None:
+    """An exception type without its module: SDK versions differ in which they record."""
+    return str(name).rsplit(".", 1)[-1] if name is not None else None
 
 
 def is_chat_span(span: SpanData) -> bool:

@@ -55,6 +55,10 @@ CHATSPAN_LATENCY_MS = "chatspan.latency_ms"  # overrides the span's duration
 CHATSPAN_STATUS = "chatspan.status"  # "cancelled" when the client went away
 CHATSPAN_ROUTE = "chatspan.route"
 CHATSPAN_TOTAL_TOKENS = "chatspan.usage.total_tokens"
+CHATSPAN_REQUEST_CAPTURED = "chatspan.request.captured"  # false: body over the cap
+CHATSPAN_OUTPUT_TRUNCATED = "chatspan.output.truncated"
+# Set on a server span whose exception is already recorded on its chat span child.
+CHATSPAN_EXCEPTION_ON_CHAT_SPAN = "chatspan.exception_on_chat_span"
 CHATSPAN_NODE_ID = "chatspan.node.id"
 CHATSPAN_NODE_TYPE = "chatspan.node.type"
 CHATSPAN_NODE_TITLE = "chatspan.node.title"

@@ -29,3 +29,17 @@ def count_rows(url: str, table: str) -> int:
             return connection.scalar(select(func.count()).select_from(TABLES[table]))
     finally:
         engine.dispose()
+
+
+def rows_where(url: str, table: str, **equal: Any) -> list[dict[str, Any]]:
+    """Rows whose columns equal the given values, oldest first."""
+    engine = make_engine(url, timeout_s=30)
+    selected = TABLES[table]
+    query = select(selected).order_by(selected.c.created_at)
+    for column, value in equal.items():
+        query = query.where(selected.c[column] == value)
+    try:
+        with engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
+    finally:
+        engine.dispose()

@@ -1,0 +1,125 @@
+"""``ChatInstrumentor``: chat spans for Flask and FastAPI/Starlette chat apps.
+
+Loaded by ``opentelemetry-instrument`` through the ``opentelemetry_instrumentor`` entry
+point named ``chatspan`` (so ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=chatspan`` turns it
+off), or used directly::
+
+    ChatInstrumentor().instrument()              # every Flask and Starlette app
+    ChatInstrumentor().instrument_app(app)       # one app
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+from chatspan.config import CaptureSettings, ConfigError
+from chatspan.instrumentation import flask_hooks, starlette_hooks
+from chatspan.instrumentation.activation import ACTIVATION
+from chatspan.instrumentation.chat_call import ChatTelemetry
+from chatspan.instrumentation.profiles import (
+    ChatRoute,
+    Router,
+    custom_routes,
+    dify_routes,
+    openai_routes,
+)
+from chatspan.instrumentation.redaction import Redactor
+
+__all__ = ["ChatInstrumentor", "ChatRoute"]
+
+_logger = logging.getLogger(__name__)
+
+
+class ChatInstrumentor(BaseInstrumentor):
+    """Records each chat request of Flask and Starlette apps as a chat span.
+
+    Keyword arguments of ``instrument`` / ``instrument_app``: ``tracer_provider``, and
+    ``routes``: extra :class:`ChatRoute` values, matched before the built-in Dify and
+    OpenAI-compatible routes and those in ``CHATSPAN_CHAT_ROUTES``.
+    """
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ()  # hooks whichever of Flask and Starlette is installed
+
+    def _instrument(self, **kwargs: Any) -> None:
+        telemetry = _telemetry_or_none(kwargs.get("tracer_provider"), kwargs.get("routes", ()))
+        if telemetry is None:
+            return
+        ACTIVATION.enable_everywhere(telemetry)
+        _install_hooks()
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        ACTIVATION.disable_everywhere()
+        if not ACTIVATION.active:
+            _uninstall_hooks()
+
+    @staticmethod
+    def instrument_app(
+        app: Any,
+        *,
+        tracer_provider: trace.TracerProvider | None = None,
+        routes: Iterable[ChatRoute] = (),
+    ) -> None:
+        """Instrument one Flask or Starlette/FastAPI app (created before or after)."""
+        telemetry = _telemetry_or_none(tracer_provider, routes)
+        if telemetry is None:
+            return
+        ACTIVATION.enable_for(app, telemetry)
+        _install_hooks()
+        if hasattr(app, "user_middleware"):  # Starlette: rebuild its stack with ours
+            starlette_hooks.add_middleware(app)
+
+    @staticmethod
+    def uninstrument_app(app: Any) -> None:
+        ACTIVATION.disable_for(app)
+
+
+def build_telemetry(
+    tracer_provider: trace.TracerProvider | None = None, routes: Iterable[ChatRoute] = ()
+) -> ChatTelemetry:
+    """Settings from the environment; raises ConfigError naming a bad variable."""
+    capture = CaptureSettings.from_env()
+    all_routes = [
+        *routes,
+        *custom_routes(os.environ.get("CHATSPAN_CHAT_ROUTES", "")),
+        *dify_routes(),
+        *openai_routes(),
+    ]
+    return ChatTelemetry(
+        tracer=trace.get_tracer("chatspan", tracer_provider=tracer_provider),
+        router=Router(all_routes),
+        capture=capture,
+        redact=Redactor(builtin=capture.redact, patterns=capture.redact_patterns),
+    )
+
+
+def _telemetry_or_none(
+    tracer_provider: trace.TracerProvider | None, routes: Iterable[ChatRoute]
+) -> ChatTelemetry | None:
+    try:
+        return build_telemetry(tracer_provider, routes)
+    except ConfigError as error:
+        _logger.error("chatspan: chat instrumentation is off: %s", error)
+        return None
+
+
+def _install_hooks() -> None:
+    for hooks in (flask_hooks, starlette_hooks):
+        try:
+            hooks.install()
+        except ImportError:
+            continue  # that framework is not installed
+
+
+def _uninstall_hooks() -> None:
+    for hooks in (flask_hooks, starlette_hooks):
+        try:
+            hooks.uninstall()
+        except ImportError:
+            continue

@@ -1,0 +1,549 @@
+"""Route profiles: which HTTP routes carry a chat, and where the chat is in their traffic.
+
+A :class:`ChatRoute` pairs a method and path pattern with a *shape* that knows the
+request and response format: Dify's service API, console and web-app routes, the
+OpenAI-compatible ``/v1/chat/completions``, or a custom route described in
+``CHATSPAN_CHAT_ROUTES``. Shapes turn request JSON into :class:`RequestFacts` and
+response JSON or SSE events into :class:`ResponseFacts`; they never touch spans.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatspan.config import ConfigError
+
+CHAT, COMPLETION, WORKFLOW = "chat", "text_completion", "invoke_workflow"
+
+
+@dataclass
+class RequestFacts:
+    """What a chat request says: who asks what, in which conversation."""
+
+    operation: str
+    query: str | None = None
+    user: str | None = None
+    conversation_id: str | None = None
+    app_id: str | None = None
+    model: str | None = None
+    stream: bool | None = None
+    input_messages: list[dict[str, Any]] | None = None  # OpenAI-style, for gen_ai.input.messages
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ExceptionFacts:
+    """An error the response reported (an SSE error event, a failed workflow node)."""
+
+    type: str
+    message: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+class AnswerText:
+    """The answer as it is rebuilt from pieces, capped so a long stream stays small."""
+
+    def __init__(self, limit: int) -> None:
+        self._pieces: list[str] = []
+        self._length = 0
+        self._limit = limit
+        self.truncated = False
+
+    def append(self, piece: str) -> None:
+        room = self._limit - self._length
+        if room <= 0:
+            self.truncated = self.truncated or bool(piece)
+            return
+        if len(piece) > room:
+            piece, self.truncated = piece[:room], True
+        self._pieces.append(piece)
+        self._length += len(piece)
+
+    def replace(self, text: str) -> None:
+        self._pieces, self._length, self.truncated = [], 0, False
+        self.append(text)
+
+    def text(self) -> str:
+        if len(self._pieces) > 1:
+            self._pieces = ["".join(self._pieces)]
+        return self._pieces[0] if self._pieces else ""
+
+    def __bool__(self) -> bool:
+        return self._length > 0
+
+
+@dataclass
+class ResponseFacts:
+    """What the response said, gathered from one JSON body or from many SSE events."""
+
+    answer: AnswerText
+    conversation_id: str | None = None
+    message_id: str | None = None
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    failed: str | None = None  # why the chat failed (an error code), when the response says so
+    error_message: str | None = None
+    exceptions: list[ExceptionFacts] = field(default_factory=list)
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def usage(self, input_tokens: Any, output_tokens: Any, total_tokens: Any = None) -> None:
+        self.input_tokens = _int(input_tokens, self.input_tokens)
+        self.output_tokens = _int(output_tokens, self.output_tokens)
+        self.total_tokens = _int(total_tokens, self.total_tokens)
+
+
+class Shape:
+    """How one family of routes encodes a chat. Subclasses override what they support."""
+
+    name = "custom"
+    provider: str | None = None
+
+    def read_request(self, body: Mapping[str, Any], facts: RequestFacts) -> None:
+        """Fill `facts` from the request JSON."""
+
+    def read_response(self, body: Mapping[str, Any], facts: ResponseFacts) -> None:
+        """Fill `facts` from a blocking JSON answer (or a JSON error body)."""
+
+    def read_event(self, event: Mapping[str, Any], facts: ResponseFacts) -> None:
+        """Fill `facts` from one SSE event's JSON data."""
+
+
+class DifyShape(Shape):
+    """Dify's chat, completion and workflow APIs (service API, console, web app)."""
+
+    name = "dify"
+    provider = "dify"
+
+    def read_request(self, body: Mapping[str, Any], facts: RequestFacts) -> None:
+        facts.query = _text(body.get("query"))
+        inputs = body.get("inputs")
+        if facts.query is None and isinstance(inputs, Mapping) and inputs:
+            facts.query = json.dumps(inputs, ensure_ascii=False, default=str)
+        facts.user = _text(body.get("user"))
+        facts.conversation_id = _text(body.get("conversation_id"))
+        mode = body.get("response_mode")
+        facts.stream = mode == "streaming" if isinstance(mode, str) else None
+        files = body.get("files")
+        if isinstance(files, list) and files:
+            facts.attributes["dify.files.count"] = len(files)
+
+    def read_response(self, body: Mapping[str, Any], facts: ResponseFacts) -> None:
+        data = body.get("data")
+        if isinstance(data, Mapping) and "workflow_run_id" in body:  # a blocking workflow run
+            facts.attributes["dify.workflow_run_id"] = _text(body.get("workflow_run_id"))
+            self._workflow_finished(data, facts)
+            return
+        if "answer" in body:
+            facts.answer.replace(_text(body.get("answer")) or "")
+        facts.conversation_id = _text(body.get("conversation_id")) or facts.conversation_id
+        facts.message_id = _text(body.get("message_id") or body.get("id")) or facts.message_id
+        self._metadata(body.get("metadata"), facts)
+        if "code" in body and "status" in body and "answer" not in body:  # an error body
+            facts.failed = _text(body.get("code"))
+            facts.error_message = _text(body.get("message"))
+
+    def read_event(self, event: Mapping[str, Any], facts: ResponseFacts) -> None:
+        kind = event.get("event")
+        if facts.conversation_id is None:
+            facts.conversation_id = _text(event.get("conversation_id"))
+        if facts.message_id is None:
+            facts.message_id = _text(event.get("message_id"))
+        if kind in ("message", "agent_message"):
+            facts.answer.append(_text(event.get("answer")) or "")
+        elif kind == "message_replace":
+            facts.answer.replace(_text(event.get("answer")) or "")
+        elif kind == "message_end":
+            self._metadata(event.get("metadata"), facts)
+        elif kind == "error":
+            code = _text(event.get("code")) or "stream_error"
+            facts.failed = code
+            facts.exceptions.append(
+                ExceptionFacts(
+                    type=f"dify.{code}",
+                    message=_text(event.get("message")) or code,
+                    attributes={"dify.error.status": _int(event.get("status"))},
+                )
+            )
+        elif kind == "workflow_started":
+            facts.attributes["dify.workflow_run_id"] = _text(event.get("workflow_run_id"))
+        elif kind == "node_finished":
+            self._node_finished(event.get("data"), facts)
+        elif kind == "workflow_finished" and isinstance(event.get("data"), Mapping):
+            self._workflow_finished(event["data"], facts)
+        # ping, tts_message, tts_message_end, agent_thought, message_file, node_started,
+        # node_retry, iteration_*, parallel_branch_*, text_chunk, agent_log and anything
+        # newer pass through untouched and are not captured.
+
+    @staticmethod
+    def _metadata(metadata: Any, facts: ResponseFacts) -> None:
+        if not isinstance(metadata, Mapping):
+            return
+        usage = metadata.get("usage")
+        if isinstance(usage, Mapping):
+            facts.usage(
+                usage.get("prompt_tokens"),
+                usage.get("completion_tokens"),
+                usage.get("total_tokens"),
+            )
+            for key in ("latency", "total_price", "currency", "time_to_first_token"):
+                if usage.get(key) is not None:
+                    facts.attributes[f"dify.usage.{key}"] = _scalar(usage[key])
+        resources = metadata.get("retriever_resources")
+        if isinstance(resources, list) and resources:
+            facts.attributes["dify.retriever_resources.count"] = len(resources)
+
+    @staticmethod
+    def _node_finished(data: Any, facts: ResponseFacts) -> None:
+        if not isinstance(data, Mapping) or data.get("status") != "failed":
+            return
+        node = {
+            "chatspan.node.id": _text(data.get("node_id")),
+            "chatspan.node.type": _text(data.get("node_type")),
+            "chatspan.node.title": _text(data.get("title")),
+        }
+        facts.exceptions.append(
+            ExceptionFacts(
+                type="dify.node_failed",
+                message=_text(data.get("error")) or "workflow node failed",
+                attributes={k: v for k, v in node.items() if v is not None},
+            )
+        )
+        facts.failed = facts.failed or "node_failed"
+
+    @staticmethod
+    def _workflow_finished(data: Mapping[str, Any], facts: ResponseFacts) -> None:
+        facts.usage(None, None, data.get("total_tokens"))
+        outputs = data.get("outputs")
+        if not facts.answer and isinstance(outputs, Mapping) and outputs:
+            answer = outputs.get("answer") if isinstance(outputs.get("answer"), str) else None
+            facts.answer.replace(answer or json.dumps(outputs, ensure_ascii=False, default=str))
+        status = data.get("status")
+        if status in ("failed", "stopped"):
+            facts.attributes["dify.workflow.status"] = status
+            if status == "failed" and not facts.exceptions:
+                facts.exceptions.append(
+                    ExceptionFacts(
+                        type="dify.workflow_failed",
+                        message=_text(data.get("error")) or "workflow run failed",
+                    )
+                )
+            facts.failed = facts.failed or f"workflow_{status}"
+
+
+class OpenAIShape(Shape):
+    """The OpenAI-compatible chat completions API."""
+
+    name = "openai"
+    provider = "openai"
+
+    def read_request(self, body: Mapping[str, Any], facts: RequestFacts) -> None:
+        messages = body.get("messages")
+        if isinstance(messages, list):
+            facts.input_messages = [m for m in messages if isinstance(m, Mapping)]
+            for message in reversed(facts.input_messages):
+                if message.get("role") == "user":
+                    facts.query = content_text(message.get("content"))
+                    break
+        facts.model = _text(body.get("model"))
+        facts.stream = bool(body.get("stream")) if "stream" in body else False
+        facts.user = _text(body.get("user"))
+
+    def read_response(self, body: Mapping[str, Any], facts: ResponseFacts) -> None:
+        choices = body.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], Mapping):
+            message = choices[0].get("message")
+            if isinstance(message, Mapping):
+                facts.answer.replace(content_text(message.get("content")) or "")
+        self._common(body, facts)
+        error = body.get("error")
+        if isinstance(error, Mapping):
+            facts.failed = _text(error.get("type")) or "error"
+            facts.error_message = _text(error.get("message"))
+
+    def read_event(self, event: Mapping[str, Any], facts: ResponseFacts) -> None:
+        choices = event.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                delta = choice.get("delta") if isinstance(choice, Mapping) else None
+                if isinstance(delta, Mapping) and isinstance(delta.get("content"), str):
+                    facts.answer.append(delta["content"])
+        self._common(event, facts)
+        error = event.get("error")
+        if isinstance(error, Mapping):
+            kind = _text(error.get("type")) or "error"
+            facts.failed = kind
+            facts.exceptions.append(
+                ExceptionFacts(type=f"openai.{kind}", message=_text(error.get("message")) or kind)
+            )
+
+    @staticmethod
+    def _common(body: Mapping[str, Any], facts: ResponseFacts) -> None:
+        facts.message_id = facts.message_id or _text(body.get("id"))
+        facts.model = _text(body.get("model")) or facts.model
+        usage = body.get("usage")
+        if isinstance(usage, Mapping):
+            facts.usage(
+                usage.get("prompt_tokens"),
+                usage.get("completion_tokens"),
+                usage.get("total_tokens"),
+            )
+
+
+@dataclass(frozen=True)
+class CustomShape(Shape):
+    """A chat route described by configuration: dotted JSON paths, or an extractor."""
+
+    query: str | None = None
+    user: str | None = None
+    conversation: str | None = None
+    model: str | None = None
+    answer: str | None = None
+    stream_answer: str | None = None
+    response_conversation: str | None = None
+    message_id: str | None = None
+    input_tokens: str | None = None
+    output_tokens: str | None = None
+    extractor: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+
+    def read_request(self, body: Mapping[str, Any], facts: RequestFacts) -> None:
+        facts.query = _text(_path(body, self.query))
+        facts.user = _text(_path(body, self.user))
+        facts.conversation_id = _text(_path(body, self.conversation))
+        facts.model = _text(_path(body, self.model))
+        if self.extractor is not None:
+            found = self.extractor(body)
+            for key in ("query", "user", "conversation_id", "model", "app_id"):
+                if found.get(key) is not None:
+                    setattr(facts, key, _text(found[key]))
+            if found.get("stream") is not None:
+                facts.stream = bool(found["stream"])
+
+    def read_response(self, body: Mapping[str, Any], facts: ResponseFacts) -> None:
+        answer = _text(_path(body, self.answer))
+        if answer is not None:
+            facts.answer.replace(answer)
+        self._common(body, facts)
+
+    def read_event(self, event: Mapping[str, Any], facts: ResponseFacts) -> None:
+        piece = _text(_path(event, self.stream_answer or self.answer))
+        if piece:
+            facts.answer.append(piece)
+        self._common(event, facts)
+
+    def _common(self, body: Mapping[str, Any], facts: ResponseFacts) -> None:
+        conversation = _text(_path(body, self.response_conversation))
+        facts.conversation_id = facts.conversation_id or conversation
+        facts.message_id = facts.message_id or _text(_path(body, self.message_id))
+        facts.usage(_path(body, self.input_tokens), _path(body, self.output_tokens))
+
+
+DIFY = DifyShape()
+OPENAI = OpenAIShape()
+
+
+@dataclass(frozen=True)
+class ChatRoute:
+    """A method and path pattern (``<name>`` captures a segment) that carries a chat."""
+
+    method: str
+    path: str
+    operation: str
+    shape: Shape
+
+    def regex(self) -> re.Pattern[str]:
+        pattern = re.sub(r"<(?:[a-z]+:)?([A-Za-z_][A-Za-z0-9_]*)>", r"(?P<\1>[^/]+)", self.path)
+        return re.compile(f"^{pattern}/?$")
+
+
+def dify_routes() -> list[ChatRoute]:
+    """Dify's chat routes: service API, console debugger and published web app."""
+    routes = []
+    for prefix in ("/v1", "/api", "/console/api/apps/<app_id>"):
+        routes += [
+            ChatRoute("POST", f"{prefix}/chat-messages", CHAT, DIFY),
+            ChatRoute("POST", f"{prefix}/completion-messages", COMPLETION, DIFY),
+        ]
+    routes += [
+        ChatRoute("POST", "/v1/workflows/run", WORKFLOW, DIFY),
+        ChatRoute("POST", "/api/workflows/run", WORKFLOW, DIFY),
+    ]
+    return routes
+
+
+def openai_routes() -> list[ChatRoute]:
+    return [ChatRoute("POST", "/v1/chat/completions", CHAT, OPENAI)]
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    route: ChatRoute
+    params: dict[str, str]
+
+
+class Router:
+    """Finds the chat route of a request: a dict lookup for fixed paths, then patterns."""
+
+    def __init__(self, routes: Iterable[ChatRoute]) -> None:
+        self._fixed: dict[tuple[str, str], ChatRoute] = {}
+        self._patterns: list[tuple[str, re.Pattern[str], ChatRoute]] = []
+        for route in routes:
+            if "<" in route.path:
+                self._patterns.append((route.method, route.regex(), route))
+            else:
+                self._fixed[(route.method, route.path.rstrip("/") or "/")] = route
+        self._methods = {route.method for route in self._fixed.values()} | {
+            method for method, _, _ in self._patterns
+        }
+
+    def match(self, method: str, path: str) -> RouteMatch | None:
+        if method not in self._methods:
+            return None
+        route = self._fixed.get((method, path.rstrip("/") or "/"))
+        if route is not None:
+            return RouteMatch(route, {})
+        for route_method, regex, route in self._patterns:
+            if route_method == method and (found := regex.match(path)):
+                return RouteMatch(route, found.groupdict())
+        return None
+
+
+def app_id_from_key(authorization: str | None) -> str | None:
+    """A stable, non-secret name for the app behind a Dify app key.
+
+    The service API identifies the app only by its key, which must never be stored; a
+    short SHA-256 digest of it tells apps apart without revealing anything.
+    """
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip().startswith("app-"):
+        return None
+    return "key-" + hashlib.sha256(token.strip().encode()).hexdigest()[:16]
+
+
+def custom_routes(raw: str, variable: str = "CHATSPAN_CHAT_ROUTES") -> list[ChatRoute]:
+    """Parse the JSON list of custom chat routes; errors name `variable`."""
+    if not raw.strip():
+        return []
+    try:
+        specs = json.loads(raw)
+    except ValueError as error:
+        raise ConfigError(f"{variable} must be a JSON list of route objects: {error}") from None
+    if not isinstance(specs, list):
+        raise ConfigError(f"{variable} must be a JSON list of route objects")
+    return [_custom_route(spec, index, variable) for index, spec in enumerate(specs)]
+
+
+_CUSTOM_KEYS = {
+    "method",
+    "path",
+    "operation",
+    "format",
+    "query",
+    "user",
+    "conversation",
+    "model",
+    "answer",
+    "stream_answer",
+    "response_conversation",
+    "message_id",
+    "input_tokens",
+    "output_tokens",
+    "extractor",
+}
+
+
+def _custom_route(spec: Any, index: int, variable: str) -> ChatRoute:
+    where = f"{variable}[{index}]"
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("path"), str):
+        raise ConfigError(f'{where} must be an object with at least a "path"')
+    unknown = set(spec) - _CUSTOM_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{where} has unknown keys {sorted(unknown)}; known keys: {sorted(_CUSTOM_KEYS)}"
+        )
+    operation = spec.get("operation", CHAT)
+    if operation not in (CHAT, COMPLETION, WORKFLOW):
+        raise ConfigError(
+            f"{where}: operation must be one of chat, text_completion, invoke_workflow"
+        )
+    fmt = spec.get("format")
+    if fmt is not None:
+        shapes = {"dify": DIFY, "openai": OPENAI}
+        if fmt not in shapes:
+            raise ConfigError(f'{where}: format must be "dify" or "openai", got {fmt!r}')
+        shape: Shape = shapes[fmt]
+    else:
+        paths = _CUSTOM_KEYS - {"method", "path", "operation", "format"}
+        fields = {k: spec[k] for k in paths if k in spec}
+        if "extractor" in fields:
+            fields["extractor"] = _load_callable(fields["extractor"], where)
+        shape = CustomShape(**fields)
+    return ChatRoute(str(spec.get("method", "POST")).upper(), spec["path"], operation, shape)
+
+
+def _load_callable(reference: Any, where: str) -> Callable[[Mapping[str, Any]], Mapping[str, Any]]:
+    if not isinstance(reference, str) or ":" not in reference:
+        raise ConfigError(f'{where}: extractor must be "package.module:function"')
+    module_name, _, attribute = reference.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"{where}: cannot load extractor {reference!r}: {error}") from None
+    if not callable(function):
+        raise ConfigError(f"{where}: extractor {reference!r} is not callable")
+    return function
+
+
+def _path(body: Any, dotted: str | None) -> Any:
+    """Follow a dotted path (``choices.0.delta.content``) through JSON."""
+    if not dotted:
+        return None
+    value = body
+    for part in dotted.split("."):
+        if isinstance(value, Mapping):
+            value = value.get(part)
+        elif isinstance(value, Sequence) and not isinstance(value, str) and part.isdigit():
+            value = value[int(part)] if int(part) < len(value) else None
+        else:
+            return None
+    return value
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _int(value: Any, default: int | None = None) -> int | None:
+    if value is None or isinstance(value, bool):
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _scalar(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def content_text(content: Any) -> str | None:
+    """OpenAI message content: a string, or a list of parts of which text ones count."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [
+            p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text"
+        ]
+        return "".join(texts) or None
+    return None

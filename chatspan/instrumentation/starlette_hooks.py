@@ -1,0 +1,159 @@
+"""Starlette and FastAPI: chat spans for an app's chat routes, with or without
+OpenTelemetry's FastAPI/ASGI instrumentation.
+
+``Starlette.__call__`` is hooked to add :class:`ChatMiddleware` as the first user
+middleware before the app builds its middleware stack. User middleware runs inside
+Starlette's error handling and inside OpenTelemetry's server middleware, so the chat
+span is a child of the server span and sees the view's exceptions first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+
+from chatspan.instrumentation.activation import ACTIVATION
+from chatspan.instrumentation.chat_call import ChatCall, record_outside_chat
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+SCOPE_KEY = "chatspan.chat_call"
+_originals: dict[str, Any] = {}
+
+
+def install() -> None:
+    """Hook Starlette (once per process)."""
+    from starlette.applications import Starlette  # noqa: PLC0415  (Starlette is optional)
+
+    if _originals:
+        return
+    _originals["__call__"] = Starlette.__call__
+    Starlette.__call__ = _call
+
+
+def uninstall() -> None:
+    from starlette.applications import Starlette  # noqa: PLC0415
+
+    if _originals:
+        Starlette.__call__ = _originals.pop("__call__")
+
+
+def add_middleware(app: Any) -> None:
+    """Put ChatMiddleware first in the app's user middleware, and rebuild its stack."""
+    from starlette.middleware import Middleware  # noqa: PLC0415
+
+    if not any(m.cls is ChatMiddleware for m in app.user_middleware):
+        app.user_middleware.insert(0, Middleware(ChatMiddleware))
+        app.middleware_stack = None
+
+
+async def _call(app: Any, scope: Scope, receive: Receive, send: Send) -> None:
+    if app.middleware_stack is None and ACTIVATION.telemetry_for(app) is not None:
+        add_middleware(app)
+    await _originals["__call__"](app, scope, receive, send)
+
+
+class ChatMiddleware:
+    """ASGI middleware that turns a chat request into a chat span."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or SCOPE_KEY in scope:
+            return await self.app(scope, receive, send)
+        telemetry = ACTIVATION.telemetry_for(scope.get("app"))
+        if telemetry is None:
+            return await self.app(scope, receive, send)
+        match = telemetry.router.match(scope["method"], scope["path"])
+        if match is None:
+            try:
+                return await self.app(scope, receive, send)
+            except Exception as exception:
+                route = getattr(scope.get("route"), "path", scope["path"])
+                record_outside_chat(telemetry, exception, scope["method"], route)
+                raise
+
+        headers = {k.lower(): v for k, v in scope.get("headers", ()) if k.lower() in _WANTED}
+        authorization = headers.get(b"authorization")
+        chat = ChatCall(
+            telemetry, match, authorization.decode("latin-1") if authorization else None
+        )
+        body, receive = await _read_body_once(
+            receive, headers.get(b"content-length"), telemetry.capture.max_request_bytes
+        )
+        chat.read_request_body(body)
+        scope[SCOPE_KEY] = chat
+        completed = False
+
+        async def chat_send(message: Message) -> None:
+            nonlocal completed
+            kind = message["type"]
+            if kind == "http.response.start":
+                content_type = next(
+                    (v for k, v in message.get("headers", ()) if k.lower() == b"content-type"), None
+                )
+                chat.response_started(
+                    message["status"], content_type.decode("latin-1") if content_type else None
+                )
+            await send(message)
+            if kind == "http.response.body":
+                chat.body_chunk(message.get("body", b""))
+                if not message.get("more_body", False):
+                    completed = True
+
+        failed = False
+        token = otel_context.attach(chat.context())
+        try:
+            await self.app(scope, receive, chat_send)
+        except (asyncio.CancelledError, OSError):
+            raise  # the client went away: cancelled, not an error
+        except Exception as exception:
+            if type(exception).__name__ != "ClientDisconnect":
+                failed = True
+                chat.record_exception(exception)
+            raise
+        finally:
+            otel_context.detach(token)
+            chat.finish(cancelled=not completed and not failed)
+        return None
+
+
+_WANTED = {b"authorization", b"content-length"}
+
+
+async def _read_body_once(
+    receive: Receive, content_length: bytes | None, limit: int
+) -> tuple[bytes | None, Receive]:
+    """Read a chat request's body, and a `receive` that replays it to the app unchanged.
+
+    None (not captured) when the body is larger than `limit` or of unknown length: the
+    app then receives the original messages, untouched.
+    """
+    try:
+        length = int(content_length or b"")
+    except ValueError:
+        return None, receive
+    if length > limit or length < 0:
+        return None, receive
+    buffered: list[Message] = []
+    while True:
+        message = await receive()
+        buffered.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+    complete = buffered[-1]["type"] == "http.request"
+    body = b"".join(m.get("body", b"") for m in buffered if m["type"] == "http.request")
+
+    async def replay() -> Message:
+        if buffered:
+            return buffered.pop(0)
+        return await receive()
+
+    return (body if complete else None), replay

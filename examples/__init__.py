@@ -1,0 +1,1 @@
+"""Example chat apps, installed with chatspan as ``chatspan.examples``."""

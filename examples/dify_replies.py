@@ -1,0 +1,254 @@
+"""What a Dify app answers, framework-neutral: the example apps share it.
+
+Replies follow Dify's service API (see Dify's docs): blocking JSON answers, SSE event
+streams (``message`` pieces, ``message_end`` with usage, keep-alive ``ping``, TTS audio,
+events newer clients do not know), workflow runs with node events, and the
+OpenAI-compatible chat completions shape. Special words in the query ask for the
+failures a real deployment sees:
+
+- ``[stream-error]``: the stream stops with an ``error`` event (HTTP status stays 200)
+- ``[replace]``: moderation replaces the answer with ``message_replace``
+- ``[raise]``: the view raises (the app answers 500)
+- ``[slow]``: a long answer, one piece every 0.2 s
+A workflow run with ``{"fail": true}`` in its inputs has a node that fails.
+
+Ids and timestamps are derived from the request, not from a clock or a random source,
+so two runs answer the same request with the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+APP_KEY_PREFIX = "app-"
+CREATED_AT = 1_767_225_600  # the example's frozen clock: 2026-01-01T00:00:00Z
+_IDS = uuid.UUID("0f6c3f7e-2a5e-4c55-9d2b-0e8b1f1f6a10")
+
+
+def _id(body: dict[str, Any], purpose: str) -> str:
+    """A UUID that depends only on the request and what it is for."""
+    return str(uuid.uuid5(_IDS, purpose + json.dumps(body, sort_keys=True, default=str)))
+
+
+class ChatFailure(RuntimeError):
+    """Raised by a view when the query asks for it, to show an exception in a chat view."""
+
+
+def check_app_key(authorization: str | None) -> dict[str, Any] | None:
+    """None when the key is acceptable; else Dify's 401 error body."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and token.startswith(APP_KEY_PREFIX) and len(token) > 8:
+        return None
+    return {"code": "unauthorized", "message": "Access token is invalid", "status": 401}
+
+
+def invalid_param(message: str) -> dict[str, Any]:
+    return {"code": "invalid_param", "message": message, "status": 400}
+
+
+def answer_for(query: str) -> str:
+    if "[slow]" in query:
+        return " ".join(f"step-{i}." for i in range(50))
+    return f"You asked: {query.strip()}. Here is a short, helpful answer from the example app."
+
+
+def _usage(query: str, answer: str) -> dict[str, Any]:
+    prompt, completion = len(query.split()), len(answer.split())
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "total_price": "0.0001",
+        "currency": "USD",
+        "latency": 0.05,
+    }
+
+
+def chat_blocking(body: dict[str, Any], mode: str = "chat") -> dict[str, Any]:
+    query = body["query"]
+    if "[raise]" in query:
+        raise ChatFailure("the model adapter crashed while building the prompt")
+    answer = answer_for(query)
+    message_id = _id(body, "message")
+    return {
+        "event": "message",
+        "task_id": _id(body, "task"),
+        "id": message_id,
+        "message_id": message_id,
+        "conversation_id": body.get("conversation_id") or _id(body, "conversation"),
+        "mode": mode,
+        "answer": answer,
+        "metadata": {"usage": _usage(query, answer), "retriever_resources": []},
+        "created_at": CREATED_AT,
+    }
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def chat_stream(body: dict[str, Any]) -> Iterator[bytes]:
+    """Dify's SSE stream for a chat: the bytes, in the chunks Dify sends them."""
+    query = body["query"]
+    if "[raise]" in query:
+        raise ChatFailure("the model adapter crashed while building the prompt")
+    answer = answer_for(query)
+    common = {
+        "conversation_id": body.get("conversation_id") or _id(body, "conversation"),
+        "message_id": _id(body, "message"),
+        "created_at": CREATED_AT,
+        "task_id": _id(body, "task"),
+    }
+    pieces = [word + " " for word in answer.split(" ")]
+    pieces[-1] = pieces[-1].rstrip()
+    delay = 0.2 if "[slow]" in query else 0.0
+    yield b"event: ping\n\n"
+    for index, piece in enumerate(pieces):
+        if delay:
+            time.sleep(delay)
+        kind = "agent_message" if index == 1 else "message"
+        yield _sse({"event": kind, "id": common["message_id"], "answer": piece, **common})
+        if index == 2:
+            yield _sse({"event": "node_retry", "data": {"retry_index": 1}, **common})
+            if "[stream-error]" in query:
+                yield _sse(
+                    {
+                        "event": "error",
+                        "status": 400,
+                        "code": "completion_request_error",
+                        "message": "the model provider rejected the request: quota exceeded",
+                        **common,
+                    }
+                )
+                return
+    if "[replace]" in query:
+        yield _sse({"event": "message_replace", "answer": "This answer was moderated.", **common})
+    audio = base64.b64encode(b"\x00\x01" * 4096).decode()
+    yield _sse({"event": "tts_message", "audio": audio, **common})
+    yield _sse({"event": "tts_message_end", "audio": "", **common})
+    yield _sse({"event": "message_end", "metadata": {"usage": _usage(query, answer)}, **common})
+
+
+def workflow_blocking(body: dict[str, Any]) -> dict[str, Any]:
+    events = [
+        json.loads(chunk[6:]) for chunk in workflow_stream(body) if chunk.startswith(b"data:")
+    ]
+    finished = events[-1]
+    return {
+        "workflow_run_id": finished["workflow_run_id"],
+        "task_id": finished["task_id"],
+        "data": finished["data"],
+    }
+
+
+def workflow_stream(body: dict[str, Any]) -> Iterator[bytes]:
+    """A three-node workflow: start, an HTTP request node, an LLM node."""
+    inputs = body.get("inputs") or {}
+    run = {"workflow_run_id": _id(body, "workflow_run"), "task_id": _id(body, "task")}
+    yield _sse(
+        {
+            "event": "workflow_started",
+            **run,
+            "data": {"id": run["workflow_run_id"], "workflow_id": "wf-weather"},
+        }
+    )
+    nodes = [
+        ("start-1", "start", "Start"),
+        ("http-2", "http-request", "Fetch weather"),
+        ("llm-3", "llm", "Write forecast"),
+    ]
+    for index, (node_id, node_type, title) in enumerate(nodes):
+        node = {"node_id": node_id, "node_type": node_type, "title": title, "index": index}
+        yield _sse({"event": "node_started", **run, "data": node})
+        if inputs.get("fail") and node_type == "http-request":
+            error = "HTTP request to weather service timed out after 10 s"
+            yield _sse(
+                {
+                    "event": "node_finished",
+                    **run,
+                    "data": {**node, "status": "failed", "error": error, "elapsed_time": 10.0},
+                }
+            )
+            yield _sse(
+                {
+                    "event": "workflow_finished",
+                    **run,
+                    "data": {
+                        "status": "failed",
+                        "error": error,
+                        "outputs": None,
+                        "elapsed_time": 10.1,
+                        "total_tokens": 0,
+                        "total_steps": 2,
+                    },
+                }
+            )
+            return
+        yield _sse(
+            {
+                "event": "node_finished",
+                **run,
+                "data": {**node, "status": "succeeded", "elapsed_time": 0.01},
+            }
+        )
+    city = inputs.get("city", "Berlin")
+    outputs = {"answer": f"Tomorrow in {city}: sunny, 21 degrees."}
+    yield _sse(
+        {
+            "event": "workflow_finished",
+            **run,
+            "data": {
+                "status": "succeeded",
+                "outputs": outputs,
+                "elapsed_time": 0.05,
+                "total_tokens": 42,
+                "total_steps": 3,
+            },
+        }
+    )
+
+
+def openai_blocking(body: dict[str, Any]) -> dict[str, Any]:
+    query = _last_user_text(body)
+    answer = answer_for(query)
+    usage = _usage(query, answer)
+    return {
+        "id": "chatcmpl-" + _id(body, "completion").replace("-", "")[:12],
+        "object": "chat.completion",
+        "model": body.get("model", "example-model"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+    }
+
+
+def openai_stream(body: dict[str, Any]) -> Iterator[bytes]:
+    completion = openai_blocking(body)
+    base = {"id": completion["id"], "object": "chat.completion.chunk", "model": completion["model"]}
+    for word in completion["choices"][0]["message"]["content"].split(" "):
+        yield _sse({**base, "choices": [{"index": 0, "delta": {"content": word + " "}}]})
+    yield _sse(
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "usage": completion["usage"],
+        }
+    )
+    yield b"data: [DONE]\n\n"
+
+
+def _last_user_text(body: dict[str, Any]) -> str:
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user" and isinstance(message.get("content"), str):
+            return message["content"]
+    return ""

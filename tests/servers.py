@@ -1,0 +1,117 @@
+"""Example apps run as real servers in subprocesses, under the real launcher or bare."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+# How each server runs each example app, on a port given as {port}.
+COMMANDS = {
+    "flask": ["flask", "--app", "chatspan.examples.dify_flask", "run", "--port", "{port}"],
+    "gunicorn": [
+        "gunicorn",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--threads",
+        "4",
+        "chatspan.examples.dify_flask:app",
+    ],
+    "uvicorn": ["uvicorn", "chatspan.examples.dify_fastapi:app", "--port", "{port}"],
+}
+APP_KEY = "app-exampleKey0123456789abcdef"  # a placeholder key the example app accepts
+
+
+@dataclass
+class RunningApp:
+    base_url: str
+    log_path: Path
+    process: subprocess.Popen
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """The test process's environment without any chatspan or OpenTelemetry setting."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATSPAN_", "OTEL_"))}
+    env.update(overrides)
+    return env
+
+
+@contextlib.contextmanager
+def run_app(
+    server: str, log_dir: Path, env: dict[str, str], *, instrumented: bool = True
+) -> Iterator[RunningApp]:
+    """Start an example app (under opentelemetry-instrument unless told otherwise)."""
+    port = free_port()
+    command = [str(BIN / COMMANDS[server][0]), *(a.format(port=port) for a in COMMANDS[server][1:])]
+    if instrumented:
+        command = [str(BIN / "opentelemetry-instrument"), *command]
+    log_path = log_dir / f"{server}-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    app = RunningApp(f"http://127.0.0.1:{port}", log_path, process)
+    try:
+        _wait_until_serving(app)
+        yield app
+    finally:
+        stop(app)
+
+
+def stop(app: RunningApp, sig: int = signal.SIGTERM) -> None:
+    if app.process.poll() is None:
+        os.killpg(app.process.pid, sig)
+        try:
+            app.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(app.process.pid, signal.SIGKILL)
+            app.process.wait()
+
+
+def _wait_until_serving(app: RunningApp, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if app.process.poll() is not None:
+            raise RuntimeError(f"the app exited with {app.process.returncode}:\n{app.log()}")
+        try:
+            if httpx.get(f"{app.base_url}/v1/parameters", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the app did not start within {timeout} s:\n{app.log()}")
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float = 20, what: str = "condition"
+) -> object:
+    """Poll until `condition()` is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
