@@ -98,7 +98,7 @@ def test_capture_off_keeps_every_text_out_of_spans_and_rows(sqlite_url, tmp_path
     assert row["output_tokens"] is not None  # the metrics are still there
     assert secret_question not in json.dumps(row, default=str)
     assert "You asked" not in json.dumps(row, default=str)
-    assert '"chatspan.kind": "chat"' in log  # the console exporter did print the chat span
+    assert '"gen_ai.operation.name": "chat"' in log  # the console exporter did print the chat span
     assert secret_question not in log
     assert "You asked" not in log
 

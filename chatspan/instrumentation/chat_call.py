@@ -30,9 +30,10 @@ from chatspan.instrumentation.profiles import (
     Router,
     app_id_from_key,
     content_text,
+    decode_pieces,
 )
 from chatspan.instrumentation.redaction import Redactor
-from chatspan.instrumentation.sse import SSEParser
+from chatspan.instrumentation.sse import EventBuffer
 
 _logger = logging.getLogger(__name__)
 
@@ -65,11 +66,12 @@ class ChatCall:
         )
         self.response = ResponseFacts(answer=AnswerText(telemetry.capture.max_content_chars))
         self.span: trace.Span | None = None
+        self._context: otel_context.Context | None = None
         self._parent: trace.Span = trace.INVALID_SPAN
         self._recorded: set[int] = set()
         self._request_captured = True
         self._status_code: int | None = None
-        self._sse: SSEParser | None = None
+        self._sse: EventBuffer | None = None
         self._json: bytearray | None = None
         self._first_chunk_ns: int | None = None
         self._finished = False
@@ -82,7 +84,7 @@ class ChatCall:
             self._request_captured = False
             return
         try:
-            data = json.loads(body)
+            data = json.loads(body.decode("utf-8", "replace"))
         except ValueError:
             return  # the app will answer 400; the span still records the attempt
         if isinstance(data, dict):
@@ -110,8 +112,10 @@ class ChatCall:
 
     def context(self) -> otel_context.Context:
         """A context in which the chat span is current, for work done on its behalf."""
-        self.start_span()
-        return trace.set_span_in_context(self.span)
+        if self._context is None:
+            self.start_span()
+            self._context = trace.set_span_in_context(self.span)
+        return self._context
 
     def record_exception(self, exception: BaseException) -> None:
         """Put an exception raised while serving the chat on the chat span, once."""
@@ -139,19 +143,21 @@ class ChatCall:
         self.start_span()
         media_type = (content_type or "").split(";", 1)[0].strip().lower()
         if media_type == "text/event-stream":
-            self._sse = SSEParser()
+            self._sse = EventBuffer()
         elif media_type.endswith("json"):
             self._json = bytearray()
 
-    def body_chunk(self, chunk: bytes) -> None:
-        """See one chunk of the response body, after it has gone to the client."""
-        if not chunk:
-            return
+    def first_chunk_sent(self) -> None:
+        """The first byte of the answer went to the client: time to first chunk."""
         if self._first_chunk_ns is None:
             self._first_chunk_ns = time_ns()
-        if self._sse is not None:
-            for name, data in self._sse.feed(chunk):
-                self._event(name, data)
+
+    def body_chunk(self, chunk: bytes) -> None:
+        """See one chunk of the response body, after it has gone to the client."""
+        events = self._sse
+        if events is not None:
+            if events.add(chunk):
+                self._read_events(events.take())
         elif self._json is not None:
             if len(self._json) + len(chunk) <= self._telemetry.capture.max_request_bytes:
                 self._json += chunk
@@ -165,7 +171,9 @@ class ChatCall:
             return
         self.start_span()
         self._finished = True
-        if self._json:
+        if self._sse is not None:
+            self._read_events(self._sse.take(final=True))
+        elif self._json:
             self._read_json_body(bytes(self._json))
         self._note_server_error()
         span = self.span
@@ -185,21 +193,34 @@ class ChatCall:
             span.set_status(Status(StatusCode.ERROR, failure))
         span.end()
 
-    def _event(self, name: str | None, data: bytes) -> None:
-        if name == "ping" or not data or data == b"[DONE]":
-            return
-        if len(data) > _MAX_PARSED_EVENT_BYTES or b"tts_message" in data[:64]:
-            return  # audio and files are never captured
-        try:
-            event = json.loads(data)
-        except ValueError:
-            return
-        if isinstance(event, dict):
-            self._route.shape.read_event(event, self.response)
+    def _read_events(self, events: bytes) -> None:
+        """Read a run of complete SSE events: text pieces in bulk, others one by one."""
+        shape, response = self._route.shape, self.response
+        pieces: list[bytes] = []
+        for piece_json, piece_text, other in shape.data_lines.findall(events):
+            if piece_json and response.message_id is not None:
+                pieces.append(piece_text)
+                continue
+            data = piece_json or other
+            if data == b"[DONE]" or len(data) > _MAX_PARSED_EVENT_BYTES:
+                continue  # the end marker; audio and files, which are never captured
+            if b"tts_message" in data[:64]:
+                continue
+            if pieces:  # keep the order: a later event may replace the answer so far
+                response.answer.append(decode_pieces(pieces))
+                pieces.clear()
+            try:
+                event = json.loads(data.decode("utf-8", "replace"))
+            except ValueError:
+                continue
+            if isinstance(event, dict):
+                shape.read_event(event, response)
+        if pieces:
+            response.answer.append(decode_pieces(pieces))
 
     def _read_json_body(self, body: bytes) -> None:
         try:
-            data = json.loads(body)
+            data = json.loads(body.decode("utf-8", "replace"))
         except ValueError:
             return
         if isinstance(data, dict):
@@ -232,7 +253,6 @@ class ChatCall:
     def _request_attributes(self) -> dict[str, Any]:
         request, shape = self.request, self._route.shape
         attributes: dict[str, Any] = {
-            sc.CHATSPAN_KIND: sc.CHATSPAN_KIND_CHAT,
             sc.GEN_AI_OPERATION_NAME: request.operation,
             sc.OPENINFERENCE_SPAN_KIND: "CHAIN" if request.operation == WORKFLOW else "LLM",
             sc.CHATSPAN_ROUTE: self._route.path,
@@ -250,14 +270,15 @@ class ChatCall:
         if self._telemetry.capture.capture_content:
             query = self._content(request.query)
             attributes[sc.INPUT_VALUE] = query
-            messages = request.input_messages or (
-                [{"role": "user", "content": request.query}] if request.query else None
-            )
+            if request.input_messages:
+                messages = [
+                    _message(m.get("role"), self._content(content_text(m.get("content"))))
+                    for m in request.input_messages
+                ]
+            else:
+                messages = [_message("user", query)] if query else None
             if messages:
-                attributes[sc.GEN_AI_INPUT_MESSAGES] = json.dumps(
-                    [self._message(m.get("role"), m.get("content")) for m in messages],
-                    ensure_ascii=False,
-                )
+                attributes[sc.GEN_AI_INPUT_MESSAGES] = json.dumps(messages, ensure_ascii=False)
         return _present(attributes)
 
     def _response_attributes(self, cancelled: bool) -> dict[str, Any]:
@@ -267,11 +288,10 @@ class ChatCall:
             sc.GEN_AI_RESPONSE_MODEL: response.model,
             sc.GEN_AI_USAGE_INPUT_TOKENS: response.input_tokens,
             sc.GEN_AI_USAGE_OUTPUT_TOKENS: response.output_tokens,
-            sc.CHATSPAN_TOTAL_TOKENS: response.total_tokens,
             **response.attributes,
         }
-        if self._route.shape.provider == "dify":
-            attributes[sc.DIFY_MESSAGE_ID] = response.message_id
+        if response.total_tokens != (response.input_tokens or 0) + (response.output_tokens or 0):
+            attributes[sc.CHATSPAN_TOTAL_TOKENS] = response.total_tokens  # workflows: total only
         if request.conversation_id is None and response.conversation_id:
             attributes[sc.GEN_AI_CONVERSATION_ID] = response.conversation_id
             attributes[sc.SESSION_ID] = response.conversation_id
@@ -285,7 +305,7 @@ class ChatCall:
             answer = self._content(response.answer.text())
             attributes[sc.OUTPUT_VALUE] = answer
             attributes[sc.GEN_AI_OUTPUT_MESSAGES] = json.dumps(
-                [self._message("assistant", answer, redacted=True)], ensure_ascii=False
+                [_message("assistant", answer)], ensure_ascii=False
             )
             if response.answer.truncated:
                 attributes[sc.CHATSPAN_OUTPUT_TRUNCATED] = True
@@ -296,11 +316,6 @@ class ChatCall:
             return None
         return self._telemetry.redact(text[: self._telemetry.capture.max_content_chars])
 
-    def _message(self, role: Any, content: Any, *, redacted: bool = False) -> dict[str, Any]:
-        """A message in the GenAI conventions' form: a role and text parts."""
-        text = content_text(content)
-        text = text if redacted else self._content(text)
-        return {"role": str(role or "user"), "parts": [{"type": "text", "content": text or ""}]}
 
 
 def record_outside_chat(
@@ -327,6 +342,11 @@ def record_outside_chat(
     ) as error_span:
         error_span.record_exception(exception)
         error_span.set_status(Status(StatusCode.ERROR, type(exception).__name__))
+
+
+def _message(role: Any, text: str | None) -> dict[str, Any]:
+    """A message in the GenAI conventions' form: a role and text parts."""
+    return {"role": str(role or "user"), "parts": [{"type": "text", "content": text or ""}]}
 
 
 def _present(values: dict[str, Any]) -> dict[str, Any]:

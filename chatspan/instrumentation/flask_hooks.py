@@ -134,42 +134,45 @@ _MARK = "_chatspan_recorded"
 class ChatResponseBody:
     """The app's response iterable, passed on untouched; the chat span ends with it.
 
-    Each chunk is handed to the server first and shown to the chat afterwards (on the
-    next pull), so inspecting the answer never delays it. ``close()`` before the end
-    means the client went away: the chat is then recorded as cancelled.
+    The chat span is current in this thread from the first chunk to the last (a
+    streamed answer is generated while the server pulls chunks, so model calls made
+    there belong to the chat). Each chunk goes to the server first and is shown to the
+    chat on the next pull, so looking at the answer never delays it. ``close()`` before
+    the end means the client went away: the chat is then recorded as cancelled.
     """
 
     def __init__(self, body: Iterable[bytes], chat: ChatCall) -> None:
         self._body = body
         self._chunks: Iterator[bytes] | None = None
         self._chat = chat
-        self._context = chat.context()
+        self._token: object | None = None
         self._pending: bytes | None = None
+        self._waiting_for_first = True
         self._done = False
 
     def __iter__(self) -> ChatResponseBody:
         return self
 
     def __next__(self) -> bytes:
-        chat = self._chat
-        if self._pending is not None:
-            chat.body_chunk(self._pending)
+        if self._pending:
+            self._chat.body_chunk(self._pending)
             self._pending = None
-        token = otel_context.attach(self._context)
+        elif self._chunks is None:
+            self._token = otel_context.attach(self._chat.context())
+            self._chunks = iter(self._body)
         try:
-            if self._chunks is None:
-                self._chunks = iter(self._body)
             chunk = next(self._chunks)
         except StopIteration:
             self._done = True
-            chat.finish()
+            self._end()
             raise
         except Exception as exception:
-            chat.record_exception(exception)
-            chat.finish()
+            self._chat.record_exception(exception)
+            self._end()
             raise
-        finally:
-            otel_context.detach(token)
+        if self._waiting_for_first and chunk:
+            self._waiting_for_first = False
+            self._chat.first_chunk_sent()
         self._pending = chunk
         return chunk
 
@@ -179,10 +182,16 @@ class ChatResponseBody:
             if close is not None:
                 close()
         finally:
-            if self._pending is not None:
+            if self._pending:
                 self._chat.body_chunk(self._pending)
                 self._pending = None
-            self._chat.finish(cancelled=not self._done)
+            self._end()
+
+    def _end(self) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)
+            self._token = None
+        self._chat.finish(cancelled=not self._done)
 
 
 def _read_body_once(environ: dict[str, Any], limit: int) -> bytes | None:

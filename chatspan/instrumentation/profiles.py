@@ -9,6 +9,7 @@ response JSON or SSE events into :class:`ResponseFacts`; they never touch spans.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatspan.config import ConfigError
+from chatspan.instrumentation.sse import data_lines_pattern
 
 CHAT, COMPLETION, WORKFLOW = "chat", "text_completion", "invoke_workflow"
 
@@ -115,12 +117,24 @@ class Shape:
     def read_event(self, event: Mapping[str, Any], facts: ResponseFacts) -> None:
         """Fill `facts` from one SSE event's JSON data."""
 
+    # The data lines of a stream: text events of the form `piece` (a regular expression
+    # whose one group is the text, as a JSON string body) are read without parsing
+    # their JSON; every other event is parsed and given to read_event.
+    piece: bytes | None = None
+
+    @property
+    def data_lines(self) -> re.Pattern[bytes]:
+        return _data_lines(self.piece)
+
 
 class DifyShape(Shape):
     """Dify's chat, completion and workflow APIs (service API, console, web app)."""
 
     name = "dify"
     provider = "dify"
+    # {"event": "message" (or agent_message), ..., "answer": "...", ...}, nothing nested.
+    # A key only matches where it is a key: inside a JSON string quotes are escaped.
+    piece = rb'\{"event": ?"(?:agent_)?message",[^{}\n]*?"answer": ?"((?:[^"\\\n]|\\.)*)"[^{}\n]*\}'
 
     def read_request(self, body: Mapping[str, Any], facts: RequestFacts) -> None:
         facts.query = _text(body.get("query"))
@@ -243,6 +257,10 @@ class OpenAIShape(Shape):
 
     name = "openai"
     provider = "openai"
+    # A chunk whose delta is only content, and which carries no usage and no error.
+    piece = (
+        rb'(?![^\n]*"(?:usage|error)")\{[^\n]*?"delta": ?\{"content": ?"((?:[^"\\\n]|\\.)*)"\}[^\n]*\}'
+    )
 
     def read_request(self, body: Mapping[str, Any], facts: RequestFacts) -> None:
         messages = body.get("messages")
@@ -501,6 +519,19 @@ def _load_callable(reference: Any, where: str) -> Callable[[Mapping[str, Any]], 
     if not callable(function):
         raise ConfigError(f"{where}: extractor {reference!r} is not callable")
     return function
+
+
+@functools.cache
+def _data_lines(piece: bytes | None) -> re.Pattern[bytes]:
+    return data_lines_pattern(piece)
+
+
+def decode_pieces(pieces: list[bytes]) -> str:
+    """Text pieces (JSON string bodies, as the piece patterns capture them) as one string."""
+    raw = b"".join(pieces)
+    if b"\\" not in raw:
+        return raw.decode("utf-8", "replace")
+    return json.loads(b'"' + raw + b'"')
 
 
 def _path(body: Any, dotted: str | None) -> Any:

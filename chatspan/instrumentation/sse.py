@@ -1,68 +1,82 @@
-"""An incremental, bounded parser for Server-Sent Events.
+"""Server-Sent Events, read in batches with bounded memory.
 
-It sees the response bytes exactly as they go to the client, in whatever chunks the
-app produced, and yields the ``data`` of each event. An event larger than the cap
-(base64 audio, say) is skipped whole without being buffered, so memory per stream
-stays bounded however long the stream runs.
+The response bytes are seen exactly as they go to the client, in whatever chunks the
+app produced. :class:`EventBuffer` collects them and hands out runs of complete events
+(a batch at a time, or at the end of the stream), keeping at most one event's worth of
+an unfinished one; an event larger than the cap (base64 audio, say) is dropped as it
+passes, never held whole.
+
+:func:`data_lines_pattern` makes the one regular expression that walks a batch's
+``data:`` lines, so the many small text events of a streamed answer cost almost no
+Python per event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
+import re
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024
+DEFAULT_BATCH_BYTES = 128 * 1024
 
 
-class SSEParser:
-    """Feed it byte chunks; it yields each complete event's (event name, data) pair."""
+class EventBuffer:
+    """Stream bytes in; runs of complete events out, once a batch is full or at the end."""
 
-    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
-        self._buffer = bytearray()
+    def __init__(
+        self,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        batch_bytes: int = DEFAULT_BATCH_BYTES,
+    ) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._tail = b""  # the start of an event whose end has not arrived
         self._max = max_event_bytes
+        self._batch = batch_bytes
         self._skipping = False  # inside an oversized event: drop bytes until its end
         self.skipped_events = 0
 
-    def feed(self, chunk: bytes) -> Iterator[tuple[str | None, bytes]]:
-        buffer = self._buffer
-        buffer += chunk
-        while True:
-            end, separator = _event_end(buffer)
+    def add(self, chunk: bytes) -> bool:
+        """Keep a chunk; True when enough has come to be read as a batch."""
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        return self._size >= self._batch
+
+    def take(self, *, final: bool = False) -> bytes:
+        """The complete events received so far (with LF line ends), and forget them.
+
+        At the end of the stream an unterminated last event counts as complete.
+        """
+        data = b"".join([self._tail, *self._chunks])
+        self._chunks.clear()
+        self._size = 0
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        if self._skipping:
+            end = data.find(b"\n\n")
             if end < 0:
-                if len(buffer) > self._max:
-                    # Keep a tail long enough to find a separator split across chunks.
-                    del buffer[:-3]
-                    if not self._skipping:
-                        self._skipping = True
-                        self.skipped_events += 1
-                return
-            block = bytes(buffer[:end])
-            del buffer[: end + separator]
-            if self._skipping:
-                self._skipping = False
-                continue
-            event = _parse_block(block)
-            if event is not None:
-                yield event
+                self._tail = data[-2:]  # may hold the first half of the separator
+                return b""
+            data = data[end + 2 :]
+            self._skipping = False
+        if final:
+            self._tail = b""
+            return data
+        cut = data.rfind(b"\n\n")
+        complete, self._tail = (data[: cut + 2], data[cut + 2 :]) if cut >= 0 else (b"", data)
+        if len(self._tail) > self._max:
+            self._tail = self._tail[-2:]
+            self._skipping = True
+            self.skipped_events += 1
+        return complete
+
+    @property
+    def held(self) -> int:
+        """Bytes held now: the current batch and an unfinished event."""
+        return self._size + len(self._tail)
 
 
-def _event_end(buffer: bytearray) -> tuple[int, int]:
-    """Where the first event ends, and the length of the blank line that ends it."""
-    lf = buffer.find(b"\n\n")
-    crlf = buffer.find(b"\r\n\r\n")
-    if crlf >= 0 and (lf < 0 or crlf < lf):
-        return crlf, 4
-    return lf, 2
-
-
-def _parse_block(block: bytes) -> tuple[str | None, bytes] | None:
-    name: str | None = None
-    data: list[bytes] = []
-    for line in block.splitlines():
-        if line.startswith(b"data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(b" ") else value)
-        elif line.startswith(b"event:"):
-            name = line[6:].strip().decode("utf-8", "replace")
-    if not data and name is None:
-        return None  # a comment or keep-alive line
-    return name, b"\n".join(data)
+def data_lines_pattern(piece: bytes | None) -> re.Pattern[bytes]:
+    """A pattern over a run of events matching each ``data:`` line, as either a *piece*
+    (a text event of a known form: groups 1 and 2, the event's JSON and its text) or
+    anything else (group 3)."""
+    piece = piece or rb"(?!)()"  # never matches
+    return re.compile(rb"^data: ?(?:(" + piece + rb")|(.+))$", re.MULTILINE)

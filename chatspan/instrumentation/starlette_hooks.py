@@ -104,7 +104,10 @@ class ChatMiddleware:
                 )
             await send(message)
             if kind == "http.response.body":
-                chat.body_chunk(message.get("body", b""))
+                body = message.get("body", b"")
+                if body:
+                    chat.first_chunk_sent()
+                    chat.body_chunk(body)
                 if not message.get("more_body", False):
                     completed = True
 

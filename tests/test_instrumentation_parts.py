@@ -1,0 +1,194 @@
+"""The instrumentation's parts on their own: SSE parsing, routes, redaction, settings,
+and the per-request chat call's bounded memory."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import pytest
+
+from chatspan.config import CaptureSettings, ConfigError
+from chatspan.instrumentation import build_telemetry
+from chatspan.instrumentation.chat_call import ChatCall
+from chatspan.instrumentation.profiles import (
+    CHAT,
+    DIFY,
+    ChatRoute,
+    Router,
+    app_id_from_key,
+    custom_routes,
+    dify_routes,
+    openai_routes,
+)
+from chatspan.instrumentation.redaction import Redactor
+from chatspan.instrumentation.sse import EventBuffer, data_lines_pattern
+from spans import SpanRecorder
+
+EVENTS = [
+    b'data: {"event": "message", "answer": "Hel"}\n\n',
+    b"event: ping\n\n",
+    b": a comment\n\n",
+    b'data: {"event": "message", "answer": "lo"}\r\n\r\n',
+    b"event: custom\ndata: line one\n\n",
+]
+DATA_LINES = [
+    b'{"event": "message", "answer": "Hel"}',
+    b'{"event": "message", "answer": "lo"}',
+    b"line one",
+]
+
+
+def _read(buffer: EventBuffer, chunks) -> bytes:
+    complete = b"".join(buffer.take() for chunk in chunks if buffer.add(chunk))
+    return complete + buffer.take(final=True)
+
+
+def _data_lines(events: bytes) -> list[bytes]:
+    return [other for _json, _text, other in data_lines_pattern(None).findall(events)]
+
+
+def test_sse_events_are_the_same_however_the_bytes_are_split():
+    stream = b"".join(EVENTS)
+    whole = _read(EventBuffer(), [stream])
+    assert _data_lines(whole) == DATA_LINES
+    for split in range(1, len(stream)):
+        buffer = EventBuffer(batch_bytes=1)  # a batch at every chunk: splits everywhere
+        assert _read(buffer, [stream[:split], stream[split:]]) == whole
+    assert _read(EventBuffer(batch_bytes=1), [bytes([b]) for b in stream]) == whole
+
+
+def test_an_oversized_event_is_dropped_as_it_passes():
+    buffer = EventBuffer(max_event_bytes=1024, batch_bytes=4096)
+    huge = b'data: {"event": "tts_message", "audio": "' + b"A" * 100_000 + b'"}\n\n'
+    complete = b""
+    for start in range(0, len(huge), 4096):
+        if buffer.add(huge[start : start + 4096]):
+            complete += buffer.take()
+        assert buffer.held <= 4096 + 1024
+    complete += _read(buffer, [EVENTS[0]])
+    assert _data_lines(complete) == [DATA_LINES[0]]
+    assert buffer.skipped_events == 1
+
+
+def test_router_matches_dify_and_openai_routes():
+    router = Router([*dify_routes(), *openai_routes()])
+    assert router.match("POST", "/v1/chat-messages").route.operation == "chat"
+    assert router.match("POST", "/v1/chat-messages/").route.operation == "chat"
+    assert router.match("POST", "/v1/completion-messages").route.operation == "text_completion"
+    assert router.match("POST", "/v1/workflows/run").route.operation == "invoke_workflow"
+    assert router.match("POST", "/api/chat-messages").route.shape is DIFY
+    console = router.match("POST", "/console/api/apps/abc-123/chat-messages")
+    assert console.params == {"app_id": "abc-123"}
+    assert router.match("POST", "/v1/chat/completions").route.shape.name == "openai"
+    assert router.match("GET", "/v1/chat-messages") is None
+    assert router.match("POST", "/v1/chat-messages/task-1/stop") is None
+    assert router.match("POST", "/console/api/apps/a/b/chat-messages") is None
+
+
+def test_the_app_key_becomes_a_stable_non_secret_name():
+    key = "app-0123456789abcdefABCDEF"
+    name = app_id_from_key(f"Bearer {key}")
+    assert name == app_id_from_key(f"bearer  {key}".replace("  ", " "))
+    assert name.startswith("key-")
+    assert key[4:] not in name
+    assert app_id_from_key("Bearer sk-not-a-dify-key") is None
+    assert app_id_from_key(None) is None
+
+
+def test_custom_routes_from_configuration():
+    routes = custom_routes(
+        json.dumps(
+            [
+                {"path": "/ask", "query": "question", "user": "who.id", "answer": "reply.text"},
+                {"path": "/bots/<app_id>/chat", "format": "openai"},
+            ]
+        )
+    )
+    router = Router(routes)
+    ask = router.match("POST", "/ask").route
+    assert ask.operation == CHAT
+    bot = router.match("POST", "/bots/b1/chat")
+    assert bot.params == {"app_id": "b1"}
+    assert bot.route.shape.name == "openai"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("not json", "CHATSPAN_CHAT_ROUTES must be a JSON list"),
+        ('{"path": "/x"}', "must be a JSON list"),
+        ('[{"query": "q"}]', r'CHATSPAN_CHAT_ROUTES\[0\] must be an object with at least a "path"'),
+        (
+            '[{"path": "/x", "qeury": "q"}]',
+            r"CHATSPAN_CHAT_ROUTES\[0\] has unknown keys \['qeury'\]",
+        ),
+        ('[{"path": "/x", "format": "soap"}]', "format must be"),
+        ('[{"path": "/x", "operation": "embed"}]', "operation must be one of"),
+        ('[{"path": "/x", "extractor": "nosuchmodule:f"}]', "cannot load extractor"),
+        ('[{"path": "/x", "extractor": "json"}]', "package.module:function"),
+    ],
+)
+def test_bad_custom_routes_name_the_variable(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        custom_routes(raw)
+
+
+def test_redaction_rules():
+    redact = Redactor()
+    assert redact("write to a.b@example.com") == "write to [REDACTED_EMAIL]"
+    assert redact("call +1 (415) 555-0132 now") == "call [REDACTED_PHONE] now"
+    assert redact("card 4111-1111-1111-1111") == "card [REDACTED_CARD]"
+    assert redact("order 4111-1111-1111-1112") != "order [REDACTED_CARD]"  # fails Luhn
+    assert redact("key app-Zx8s7d6f5g4h3j2k1l0p") == "key [REDACTED_KEY]"
+    assert redact("key sk-proj-abcdefghijklmnop12") == "key [REDACTED_KEY]"
+    assert redact("Authorization: Bearer abc.def.ghijklmnop") == "Authorization: Bearer [REDACTED]"
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+    assert redact(f"token {token}") == "token [REDACTED_TOKEN]"
+    assert redact("nothing to hide here, 42 times") == "nothing to hide here, 42 times"
+    custom = Redactor(builtin=False, patterns=[r"TICKET-\d+"])
+    assert custom("a@b.co TICKET-7") == "a@b.co [REDACTED]"
+
+
+def test_capture_settings_follow_chatspan_then_the_genai_switch():
+    genai = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+    assert CaptureSettings.from_env({}).capture_content is True
+    assert CaptureSettings.from_env({genai: "false"}).capture_content is False
+    assert CaptureSettings.from_env({genai: "NO_CONTENT"}).capture_content is False
+    assert CaptureSettings.from_env({genai: "SPAN_ONLY"}).capture_content is True
+    assert CaptureSettings.from_env({genai: "EVENT_ONLY"}).capture_content is False
+    both = {genai: "false", "CHATSPAN_CAPTURE_CONTENT": "true"}
+    assert CaptureSettings.from_env(both).capture_content is True
+    with pytest.raises(ConfigError, match="CHATSPAN_CAPTURE_CONTENT"):
+        CaptureSettings.from_env({"CHATSPAN_CAPTURE_CONTENT": "sometimes"})
+    with pytest.raises(ConfigError, match="CHATSPAN_REDACT_PATTERNS"):
+        CaptureSettings.from_env({"CHATSPAN_REDACT_PATTERNS": "(unclosed"})
+    with pytest.raises(ConfigError, match="CHATSPAN_MAX_CONTENT_CHARS"):
+        CaptureSettings.from_env({"CHATSPAN_MAX_CONTENT_CHARS": "lots"})
+
+
+def test_an_endless_stream_keeps_memory_bounded(monkeypatch):
+    """200,000 events (about 30 MB) through one chat call: the text is capped, the
+    parser's buffer stays small, and memory does not grow with the stream."""
+    monkeypatch.setenv("CHATSPAN_MAX_CONTENT_CHARS", "10000")
+    recorder = SpanRecorder()
+    telemetry = build_telemetry(recorder.provider)
+    route = ChatRoute("POST", "/v1/chat-messages", CHAT, DIFY)
+    chat = ChatCall(telemetry, Router([route]).match("POST", "/v1/chat-messages"), None)
+    chat.read_request_body(b'{"query": "go on forever", "user": "u"}')
+    chat.response_started(200, "text/event-stream")
+    event = b'data: {"event": "message", "answer": "' + b"word " * 20 + b'"}\n\n'
+    tracemalloc.start()
+    for _ in range(1_000):
+        chat.body_chunk(event)
+    baseline, _ = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    for _ in range(199_000):
+        chat.body_chunk(event)
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    chat.finish()
+    assert peak - baseline < 512 * 1024, f"memory grew by {peak - baseline} bytes"
+    (span,) = recorder.spans()
+    assert len(span.attributes["output.value"]) == 10_000
+    assert span.attributes["chatspan.output.truncated"] is True
