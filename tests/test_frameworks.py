@@ -15,11 +15,11 @@ from flask import Flask, Response, request
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.trace import SpanKind
+from spans import SpanRecorder
 
 from chatspan.instrumentation import ChatInstrumentor, ChatRoute
 from chatspan.instrumentation.profiles import CHAT, DIFY
 from chatspan.records import SpanData, map_spans
-from spans import SpanRecorder
 
 CHAT_BODY = {"query": "hello", "user": "ann", "response_mode": "streaming", "inputs": {}}
 SSE = (
@@ -106,7 +106,9 @@ def test_request_body_reaches_the_app_byte_for_byte(recorder, monkeypatch):
     for body in (small, large, b"not json at all"):
         answer = client.post("/echo-hash", data=body, content_type="application/json").json
         assert answer["sha256"] == hashlib.sha256(body).hexdigest()
-    first, second, third = [s for s in recorder.spans() if s.attributes.get("gen_ai.operation.name")]
+    first, second, third = [
+        s for s in recorder.spans() if s.attributes.get("gen_ai.operation.name")
+    ]
     assert first.attributes["input.value"] == "héllo \u2603"
     assert second.attributes["chatspan.request.captured"] is False
     assert "input.value" not in second.attributes
@@ -127,10 +129,10 @@ def test_an_exception_inside_a_stream_is_on_the_chat_span(recorder):
     ChatInstrumentor().instrument_app(app, tracer_provider=recorder.provider)
     with pytest.raises(ConnectionResetError):
         app.test_client().post("/v1/chat-messages", json=CHAT_BODY).get_data()
-    (chat,) = recorder.spans()
-    assert chat.status.is_ok is False
-    assert [e.attributes["exception.type"] for e in chat.events] == ["ConnectionResetError"]
-    assert chat.attributes["output.value"] == "par"
+    (span,) = recorder.spans()
+    assert span.status.is_ok is False
+    assert [e.attributes["exception.type"] for e in span.events] == ["ConnectionResetError"]
+    assert span.attributes["output.value"] == "par"
 
 
 def _fastapi_app(recorder: SpanRecorder) -> FastAPI:

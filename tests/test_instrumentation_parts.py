@@ -7,6 +7,7 @@ import json
 import tracemalloc
 
 import pytest
+from spans import SpanRecorder
 
 from chatspan.config import CaptureSettings, ConfigError
 from chatspan.instrumentation import build_telemetry
@@ -23,7 +24,6 @@ from chatspan.instrumentation.profiles import (
 )
 from chatspan.instrumentation.redaction import Redactor
 from chatspan.instrumentation.sse import EventBuffer, data_lines_pattern
-from spans import SpanRecorder
 
 EVENTS = [
     b'data: {"event": "message", "answer": "Hel"}\n\n',
@@ -143,7 +143,7 @@ def test_redaction_rules():
     assert redact("key app-Zx8s7d6f5g4h3j2k1l0p") == "key [REDACTED_KEY]"
     assert redact("key sk-proj-abcdefghijklmnop12") == "key [REDACTED_KEY]"
     assert redact("Authorization: Bearer abc.def.ghijklmnop") == "Authorization: Bearer [REDACTED]"
-    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0ZXN0In0.c2lnbmF0dXJlLW5vdC1yZWFs"  # not a real one
     assert redact(f"token {token}") == "token [REDACTED_TOKEN]"
     assert redact("nothing to hide here, 42 times") == "nothing to hide here, 42 times"
     custom = Redactor(builtin=False, patterns=[r"TICKET-\d+"])
@@ -185,7 +185,7 @@ def test_an_endless_stream_keeps_memory_bounded(monkeypatch):
     tracemalloc.reset_peak()
     for _ in range(199_000):
         chat.body_chunk(event)
-    current, peak = tracemalloc.get_traced_memory()
+    _current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     chat.finish()
     assert peak - baseline < 512 * 1024, f"memory grew by {peak - baseline} bytes"

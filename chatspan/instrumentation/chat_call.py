@@ -317,7 +317,6 @@ class ChatCall:
         return self._telemetry.redact(text[: self._telemetry.capture.max_content_chars])
 
 
-
 def record_outside_chat(
     telemetry: ChatTelemetry, exception: BaseException, method: str, route: str
 ) -> None:

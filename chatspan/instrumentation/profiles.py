@@ -259,7 +259,8 @@ class OpenAIShape(Shape):
     provider = "openai"
     # A chunk whose delta is only content, and which carries no usage and no error.
     piece = (
-        rb'(?![^\n]*"(?:usage|error)")\{[^\n]*?"delta": ?\{"content": ?"((?:[^"\\\n]|\\.)*)"\}[^\n]*\}'
+        rb'(?![^\n]*"(?:usage|error)")\{[^\n]*?"delta": ?\{"content": ?'
+        rb'"((?:[^"\\\n]|\\.)*)"\}[^\n]*\}'
     )
 
     def read_request(self, body: Mapping[str, Any], facts: RequestFacts) -> None:

@@ -14,6 +14,7 @@ Python per event.
 from __future__ import annotations
 
 import re
+
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024
 DEFAULT_BATCH_BYTES = 128 * 1024
 
