@@ -1,22 +1,24 @@
-"""The ``chatspan`` command: database migrations and the demo."""
+"""The ``chatspan`` command: migrations, the query service and the demo."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
+import secrets
 import sys
 from collections.abc import Sequence
 
-from chatspan.config import ConfigError, StoreSettings
+from chatspan.config import ApiSettings, ConfigError, StoreSettings
 from chatspan.store.engine import make_engine, safe_url
 from chatspan.store.migrate import current_revision, upgrade
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return args.run(args)
     except ConfigError as error:
@@ -35,11 +37,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     db_upgrade.set_defaults(run=_db_upgrade)
 
-    demo = commands.add_parser(
-        "demo", help="record sample chats and errors through the exporter and show them"
+    serve = commands.add_parser("serve", help="serve the admin query API")
+    _serving_options(serve, default_port=8000)
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no authentication at all, for local development only (loopback hosts only)",
     )
+    serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser(
+        "demo", help="record example traffic through the instrumentation, then serve the API"
+    )
+    _serving_options(demo, default_port=8765)
+    demo.add_argument("--no-serve", action="store_true", help="print a summary and exit")
     demo.set_defaults(run=_demo)
     return parser
+
+
+def _serving_options(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=default_port)
 
 
 def _db_upgrade(_args: argparse.Namespace) -> int:
@@ -50,10 +68,63 @@ def _db_upgrade(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(_args: argparse.Namespace) -> int:
-    from chatspan.demo import run_demo  # noqa: PLC0415  (imports the SDK only when needed)
+def _serve(args: argparse.Namespace) -> int:
+    settings = ApiSettings.from_env()
+    if args.insecure and not _is_loopback(args.host):
+        raise ConfigError("--insecure serves without authentication: bind it to 127.0.0.1 only")
+    if not args.insecure and not settings.admin_api_keys:
+        raise ConfigError(
+            "set CHATSPAN_ADMIN_API_KEYS (comma-separated admin keys) before serving, "
+            "or pass --insecure for local development"
+        )
+    _run_api(settings, args.host, args.port, insecure=args.insecure)
+    return 0
 
-    return run_demo(StoreSettings.from_env())
+
+def _demo(args: argparse.Namespace) -> int:
+    from chatspan.demo import print_summary, record_traffic  # noqa: PLC0415
+
+    settings = ApiSettings.from_env()
+    print(f"chatspan demo: recording example traffic into {safe_url(settings.database_url)}")
+    chats, errors = record_traffic(settings.database_url)
+    print(f"  recorded {chats} chats and {errors} errors")
+    print_summary(settings.database_url)
+    if args.no_serve:
+        return 0
+    key = secrets.token_urlsafe(24)
+    settings = ApiSettings(**{**settings.__dict__, "admin_api_keys": (key,)})
+    base = f"http://{args.host}:{args.port}/console/api/admin"
+    auth = f'-H "Authorization: Bearer {key}"'
+    print(f"\nThe admin API is at http://{args.host}:{args.port} (this run's admin key: {key})")
+    for path in [
+        "chat-logs?per_page=5",
+        "chat-logs?user_id=alice",
+        "users/bob/chat-history",
+        "error-logs",
+        "error-groups?sort=last_seen",
+        "log-stats",
+    ]:
+        print(f"  curl -s {auth} '{base}/{path}'")
+    print("Press Ctrl+C to stop.\n")
+    _run_api(settings, args.host, args.port, insecure=False)
+    return 0
+
+
+def _run_api(settings: ApiSettings, host: str, port: int, *, insecure: bool) -> None:
+    import uvicorn  # noqa: PLC0415
+
+    from chatspan.query_api import create_app  # noqa: PLC0415
+
+    uvicorn.run(create_app(settings, insecure=insecure), host=host, port=port, log_level="info")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 if __name__ == "__main__":

@@ -149,3 +149,51 @@ def _patterns(name: str, env: Mapping[str, str]) -> tuple[str, ...]:
         except re.error as error:
             raise ConfigError(f"{name}: {pattern!r} is not a regular expression: {error}") from None
     return tuple(patterns)
+
+
+MIN_ADMIN_KEY_CHARS = 16
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The query service: its database, who may read, and where traces are viewed."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    query_timeout_s: float = 30.0
+    admin_api_keys: tuple[str, ...] = ()
+    jwt_secret: str | None = None
+    jwt_user_claim: str | None = None
+    trace_url_template: str | None = None
+
+    def __repr__(self) -> str:  # keys and secrets stay out of logs and tracebacks
+        return (
+            f"ApiSettings(database_url=<hidden>, admin_api_keys=<{len(self.admin_api_keys)} keys>, "
+            f"jwt_secret={'<set>' if self.jwt_secret else None}, "
+            f"trace_url_template={self.trace_url_template!r})"
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
+        env = environ if environ is not None else os.environ
+        keys = tuple(env_list("CHATSPAN_ADMIN_API_KEYS", env))
+        short = [k for k in keys if len(k) < MIN_ADMIN_KEY_CHARS]
+        if short:
+            raise ConfigError(
+                f"CHATSPAN_ADMIN_API_KEYS holds {len(short)} key(s) shorter than "
+                f"{MIN_ADMIN_KEY_CHARS} characters; use long random keys "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        template = env_str("CHATSPAN_TRACE_URL_TEMPLATE", "", env) or None
+        if template is not None and "{trace_id}" not in template:
+            raise ConfigError(
+                "CHATSPAN_TRACE_URL_TEMPLATE must contain {trace_id}, e.g. "
+                "http://localhost:16686/trace/{trace_id}"
+            )
+        return cls(
+            database_url=env_str("CHATSPAN_DATABASE_URL", DEFAULT_DATABASE_URL, env),
+            query_timeout_s=env_float("CHATSPAN_QUERY_TIMEOUT_S", 30.0, environ=env),
+            admin_api_keys=keys,
+            jwt_secret=env_str("CHATSPAN_JWT_SECRET", "", env) or None,
+            jwt_user_claim=env_str("CHATSPAN_JWT_USER_CLAIM", "", env) or None,
+            trace_url_template=template,
+        )

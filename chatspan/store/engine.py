@@ -61,7 +61,11 @@ def resolve_url(raw_url: str, variable: str = "CHATSPAN_DATABASE_URL") -> URL:
 
 
 def make_engine(
-    raw_url: str, *, timeout_s: float, variable: str = "CHATSPAN_DATABASE_URL"
+    raw_url: str,
+    *,
+    timeout_s: float,
+    pool_size: int = 2,
+    variable: str = "CHATSPAN_DATABASE_URL",
 ) -> Engine:
     """An engine whose every connect and statement is bounded by `timeout_s`."""
     url = resolve_url(raw_url, variable)
@@ -69,8 +73,8 @@ def make_engine(
         engine = create_engine(
             url,
             pool_pre_ping=True,
-            pool_size=2,
-            max_overflow=2,
+            pool_size=pool_size,
+            max_overflow=pool_size,
             pool_timeout=timeout_s,
             connect_args={
                 "connect_timeout": max(1, round(timeout_s)),

@@ -56,6 +56,7 @@ dify_logs = Table(
     Index("ix_dify_logs_user_created", "user_id", "created_at", "id"),
     Index("ix_dify_logs_app_created", "app_id", "created_at"),
     Index("ix_dify_logs_conversation_created", "conversation_id", "created_at"),
+    Index("ix_dify_logs_status_created", "status", "created_at", "id"),
     Index("ix_dify_logs_created", "created_at", "id"),
     Index("ix_dify_logs_trace", "trace_id"),
 )

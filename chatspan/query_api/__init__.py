@@ -1,0 +1,63 @@
+"""The admin query service: a FastAPI app over chatspan's tables."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, exc, text
+
+from chatspan.config import ApiSettings
+from chatspan.query_api.models import Health
+from chatspan.query_api.routes import router
+from chatspan.store.engine import describe_error, make_engine
+
+_logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: ApiSettings | None = None, *, engine: Engine | None = None, insecure: bool = False
+) -> FastAPI:
+    """The query service. `insecure` lets every request in as an admin (local use only)."""
+    settings = settings or ApiSettings.from_env()
+    app = FastAPI(
+        title="chatspan",
+        summary="Chats and errors recorded from an LLM chat app, for its admins.",
+        version="0.1.0",
+    )
+    app.state.settings = settings
+    app.state.engine = engine or make_engine(
+        settings.database_url, timeout_s=settings.query_timeout_s, pool_size=8
+    )
+    app.state.insecure = insecure
+    app.include_router(router)
+
+    @app.get("/healthz", response_model=Health, tags=["service"])
+    def healthz(request: Request) -> JSONResponse:
+        """Whether the database answers."""
+        try:
+            with request.app.state.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except exc.SQLAlchemyError as error:
+            _logger.warning(
+                "chatspan: health check: database unreachable: %s", describe_error(error)
+            )
+            return JSONResponse(
+                {"status": "unavailable", "database": "unreachable"},
+                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+        return JSONResponse({"status": "ok", "database": "reachable"})
+
+    @app.exception_handler(exc.OperationalError)
+    @app.exception_handler(exc.InterfaceError)
+    @app.exception_handler(exc.TimeoutError)
+    def database_unavailable(_request: Request, error: Exception) -> JSONResponse:
+        _logger.warning("chatspan: database unavailable: %s", describe_error(error))
+        return JSONResponse(
+            {"detail": "the database is unavailable; try again shortly"},
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
+
+    return app

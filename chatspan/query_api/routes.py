@@ -1,0 +1,236 @@
+"""The admin endpoints: chat logs, error logs, error groups, a user's history, statistics."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import StringConstraints
+from sqlalchemy import Connection, Engine
+
+from chatspan.query_api.auth import Admin, Reader, require_reader_of
+from chatspan.query_api.models import (
+    ChatLogPage,
+    ErrorGroupPage,
+    ErrorLogPage,
+    LogStats,
+    Problem,
+)
+from chatspan.store import queries
+from chatspan.store.queries import ChatFilters, Cursor, ErrorFilters, Paging, QueryError, Window
+
+router = APIRouter(
+    prefix="/console/api/admin",
+    tags=["admin"],
+    responses={
+        401: {"model": Problem, "description": "no credential, or one that is not valid"},
+        403: {"model": Problem, "description": "a valid credential that may not read this"},
+        503: {"model": Problem, "description": "the database is unavailable; retry later"},
+    },
+)
+
+# Filter values: ids and names as the tables hold them (no NUL, at most 512 characters).
+Text = Annotated[str, StringConstraints(max_length=512, pattern=r"^[^\x00]*$")]
+Search = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
+Status = Literal["ok", "error", "cancelled"]
+Page = Annotated[int, Query(ge=1, le=100_000, description="page number, from 1")]
+PerPage = Annotated[int, Query(ge=1, le=100)]
+CursorToken = Annotated[
+    str | None, Query(max_length=512, description="next_cursor of the page before")
+]
+Since = Annotated[datetime | None, Query(description="ISO 8601; without a zone, UTC")]
+Until = Annotated[datetime | None, Query(description="ISO 8601, exclusive; without a zone, UTC")]
+
+MAX_STATS_DAYS = 1000
+
+
+@router.get("/chat-logs", response_model=ChatLogPage)
+def chat_logs(
+    request: Request,
+    _admin: Admin,
+    user_id: Text | None = None,
+    app_id: Text | None = None,
+    conversation_id: Text | None = None,
+    status: Status | None = None,
+    since: Since = None,
+    until: Until = None,
+    q: Search | None = None,
+    page: Page = 1,
+    per_page: PerPage = 20,
+    cursor: CursorToken = None,
+) -> dict[str, Any]:
+    """Chats, newest first."""
+    filters = ChatFilters(_window(since, until), user_id, app_id, conversation_id, status, q)
+    paging = _paging(page, per_page, cursor)
+    with _connect(request) as connection:
+        result = _run(queries.list_chats, connection, filters, paging)
+    return _page_body(request, result, paging)
+
+
+@router.get("/error-logs", response_model=ErrorLogPage)
+def error_logs(
+    request: Request,
+    _admin: Admin,
+    user_id: Text | None = None,
+    app_id: Text | None = None,
+    type_error: Text | None = None,
+    node: Text | None = None,
+    fingerprint: Text | None = None,
+    since: Since = None,
+    until: Until = None,
+    page: Page = 1,
+    per_page: PerPage = 20,
+    cursor: CursorToken = None,
+) -> dict[str, Any]:
+    """Errors, newest first."""
+    filters = ErrorFilters(_window(since, until), user_id, app_id, type_error, node, fingerprint)
+    paging = _paging(page, per_page, cursor)
+    with _connect(request) as connection:
+        result = _run(queries.list_errors, connection, filters, paging)
+    return _page_body(request, result, paging)
+
+
+@router.get("/error-groups", response_model=ErrorGroupPage)
+def error_groups(
+    request: Request,
+    _admin: Admin,
+    app_id: Text | None = None,
+    type_error: Text | None = None,
+    since: Since = None,
+    until: Until = None,
+    sort: Literal["count", "last_seen"] = "count",
+    page: Page = 1,
+    per_page: PerPage = 20,
+) -> dict[str, Any]:
+    """Errors grouped by fingerprint: the same error, however many times it happened."""
+    filters = ErrorFilters(_window(since, until), app_id=app_id, type_error=type_error)
+    with _connect(request) as connection:
+        groups, has_more = _run(
+            queries.error_groups, connection, filters, sort=sort, page=page, per_page=per_page
+        )
+    for group in groups:
+        group["sample_id"] = _uuid(group["sample_id"]) if group["sample_id"] else None
+        group["sample_trace_url"] = _trace_url(request, group["sample_trace_id"])
+    return {"data": groups, "page": page, "per_page": per_page, "has_more": has_more}
+
+
+@router.get("/users/{user_id}/chat-history", response_model=ChatLogPage)
+def chat_history(
+    request: Request,
+    who: Reader,
+    user_id: Text,
+    conversation_id: Text | None = None,
+    since: Since = None,
+    until: Until = None,
+    page: Page = 1,
+    per_page: PerPage = 20,
+    cursor: CursorToken = None,
+) -> dict[str, Any]:
+    """One user's chats, newest first: admins, and the user's own token, may read it."""
+    require_reader_of(user_id, who)
+    filters = ChatFilters(_window(since, until), user_id=user_id, conversation_id=conversation_id)
+    paging = _paging(page, per_page, cursor)
+    with _connect(request) as connection:
+        result = _run(queries.list_chats, connection, filters, paging)
+    return _page_body(request, result, paging)
+
+
+@router.get("/log-stats", response_model=LogStats)
+def log_stats(
+    request: Request,
+    _admin: Admin,
+    since: Since = None,
+    until: Until = None,
+) -> dict[str, Any]:
+    """Statistics over a window: the last 30 days unless since / until say otherwise."""
+    window = _window(since, until)
+    try:
+        end = window.until or datetime.now(timezone.utc)
+        start = window.since or end - timedelta(days=30)
+    except OverflowError:
+        raise _unprocessable("since / until are out of range", "since") from None
+    if end - start > timedelta(days=MAX_STATS_DAYS):
+        raise _unprocessable(
+            f"log-stats covers at most {MAX_STATS_DAYS} days; narrow since / until"
+        )
+    return _run(queries.log_stats, request.app.state.engine, Window(start, end))
+
+
+def _connect(request: Request) -> Connection:
+    engine: Engine = request.app.state.engine
+    return engine.connect()
+
+
+def _run(query: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return query(*args, **kwargs)
+    except QueryError as error:
+        raise _unprocessable(str(error)) from None
+
+
+def _unprocessable(reason: str, *where: str) -> RequestValidationError:
+    """A 422 in the same shape as FastAPI's own validation errors, which the schema shows."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", *where), "msg": reason, "input": None}]
+    )
+
+
+def _window(since: datetime | None, until: datetime | None) -> Window:
+    since, until = _utc(since), _utc(until)
+    if since is not None and until is not None and since >= until:
+        raise _unprocessable("since must be earlier than until", "since")
+    return Window(since, until)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    try:
+        return (
+            moment.replace(tzinfo=timezone.utc)
+            if moment.tzinfo is None
+            else moment.astimezone(timezone.utc)
+        )
+    except OverflowError:
+        raise _unprocessable(f"{moment.isoformat()} is out of range") from None
+
+
+def _paging(page: int, per_page: int, cursor: str | None) -> Paging:
+    if cursor is None:
+        return Paging(page=page, per_page=per_page)
+    if page != 1:
+        raise _unprocessable("page by number or by cursor, not both", "cursor")
+    try:
+        return Paging(per_page=per_page, cursor=Cursor.decode(cursor))
+    except QueryError as error:
+        raise _unprocessable(str(error), "cursor") from None
+
+
+def _page_body(request: Request, result: queries.Page, paging: Paging) -> dict[str, Any]:
+    for row in result.rows:
+        row["id"] = _uuid(row["id"])
+        row["trace_url"] = _trace_url(request, row["trace_id"])
+    return {
+        "data": result.rows,
+        "page": paging.page,
+        "per_page": paging.per_page,
+        "has_more": result.has_more,
+        "next_cursor": result.next_cursor,
+        "total": result.total,
+        "total_capped": result.total_capped,
+    }
+
+
+def _uuid(value: Any) -> str:
+    """The same id text from PostgreSQL (uuid) and SQLite (32 hex digits)."""
+    return str(uuid.UUID(str(value)))
+
+
+def _trace_url(request: Request, trace_id: str | None) -> str | None:
+    template = request.app.state.settings.trace_url_template
+    if not template or not trace_id:
+        return None
+    return template.replace("{trace_id}", trace_id)

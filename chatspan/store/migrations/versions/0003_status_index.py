@@ -1,0 +1,21 @@
+"""An index for listing chats by status (failed and cancelled chats are a few percent).
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-27
+"""
+
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_index("ix_dify_logs_status_created", "dify_logs", ["status", "created_at", "id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_dify_logs_status_created", table_name="dify_logs")
