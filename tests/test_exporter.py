@@ -305,3 +305,19 @@ def test_concurrent_exporters_do_not_collide(database_url):
     assert results.count(SpanExportResult.SUCCESS) == 16
     assert count_rows(database_url, "dify_logs") == 400
     assert count_rows(database_url, "error") == 100
+
+
+def test_the_exporters_own_database_calls_are_not_traced(postgres_database):
+    """With psycopg instrumented, exporting must not make spans (which would be
+    exported in turn, without end)."""
+    from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
+
+    recorder = SpanRecorder()
+    PsycopgInstrumentor().instrument(tracer_provider=recorder.provider, skip_dep_check=True)
+    try:
+        exporter = _exporter(postgres_database)
+        assert exporter.export(chat_spans(3, exception_every=2)) is SpanExportResult.SUCCESS
+        exporter.shutdown()
+    finally:
+        PsycopgInstrumentor().uninstrument()
+    assert recorder.spans() == []

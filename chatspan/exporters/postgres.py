@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -46,8 +47,10 @@ class PostgresSpanExporter(SpanExporter):
         if self._is_shutdown:
             return SpanExportResult.FAILURE
         try:
-            self._ensure_schema()
-            self._writer.write(SpanData.from_sdk(span) for span in spans)
+            # The exporter's own database calls must not become spans to export.
+            with suppress_instrumentation():
+                self._ensure_schema()
+                self._writer.write(SpanData.from_sdk(span) for span in spans)
         except Exception as failure:
             _logger.error(
                 "chatspan: could not store %d span(s) in %s: %s",
