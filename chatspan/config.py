@@ -7,6 +7,8 @@ which variable is wrong, what it holds and what it should hold.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import re
@@ -197,3 +199,84 @@ class ApiSettings:
             jwt_user_claim=env_str("CHATSPAN_JWT_USER_CLAIM", "", env) or None,
             trace_url_template=template,
         )
+
+
+SUPABASE_TABLES = ("error", "dify_logs")
+
+
+@dataclass(frozen=True)
+class SupabaseSettings:
+    """Where the Supabase exporter sends rows, with which key, and how long it may try."""
+
+    url: str
+    service_key: str
+    tables: tuple[str, ...] = ("error",)
+    request_timeout_s: float = 10.0
+    export_timeout_s: float = 30.0
+    batch_rows: int = 500
+
+    def __repr__(self) -> str:  # the key stays out of logs and tracebacks
+        return f"SupabaseSettings(url={self.url!r}, tables={self.tables!r}, service_key=<hidden>)"
+
+    @property
+    def key_is_jwt(self) -> bool:
+        """A legacy service_role JWT (sent as apikey and bearer) or an sb_secret_ key."""
+        return not self.service_key.startswith("sb_secret_")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SupabaseSettings:
+        env = environ if environ is not None else os.environ
+        url = env_str("SUPABASE_URL", "", env).rstrip("/")
+        if not url.startswith(("https://", "http://")):
+            raise ConfigError(
+                "SUPABASE_URL must be your project's URL, e.g. https://abcdefgh.supabase.co "
+                f"(got {url[:60]!r})"
+                if url
+                else "SUPABASE_URL is not set"
+            )
+        key = env_str("SUPABASE_SERVICE_ROLE_KEY", "", env)
+        _check_service_key(key)
+        tables = tuple(env_list("CHATSPAN_SUPABASE_TABLES", env)) or ("error",)
+        unknown = [t for t in tables if t not in SUPABASE_TABLES]
+        if unknown:
+            raise ConfigError(
+                f"CHATSPAN_SUPABASE_TABLES lists {unknown}; it takes error and dify_logs"
+            )
+        return cls(
+            url=url,
+            service_key=key,
+            tables=tables,
+            request_timeout_s=env_float("CHATSPAN_SUPABASE_REQUEST_TIMEOUT_S", 10.0, environ=env),
+            export_timeout_s=env_float("CHATSPAN_SUPABASE_EXPORT_TIMEOUT_S", 30.0, environ=env),
+        )
+
+
+def _check_service_key(key: str) -> None:
+    """The service_role key, legacy JWT or new secret key; never echoed in the error."""
+    name = "SUPABASE_SERVICE_ROLE_KEY"
+    if not key:
+        raise ConfigError(f"{name} is not set; copy the service_role (secret) key of the project")
+    if key.startswith("sb_publishable_"):
+        raise ConfigError(f"{name} holds a publishable key; the exporter needs the secret key")
+    if key.startswith("sb_secret_"):
+        return
+    role = _jwt_role(key)
+    if role is None:
+        raise ConfigError(f"{name} is neither a service_role JWT nor an sb_secret_ key")
+    if role != "service_role":
+        raise ConfigError(
+            f"{name} is the project's {role} key; the exporter needs the service_role key"
+        )
+
+
+def _jwt_role(token: str) -> str | None:
+    """The `role` claim of a JWT, read without verifying it (only to catch mix-ups)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    role = payload.get("role") if isinstance(payload, dict) else None
+    return role if isinstance(role, str) else None

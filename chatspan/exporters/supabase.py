@@ -1,0 +1,218 @@
+"""``chatspan_supabase``: error rows (and chat rows, if asked) to a Supabase project.
+
+Rows come from the same span mapping as ``chatspan_postgres`` and go to PostgREST,
+Supabase's REST API: ``POST {SUPABASE_URL}/rest/v1/<table>?on_conflict=id`` with a JSON
+array and ``Prefer: return=minimal,resolution=ignore-duplicates``, so a retried batch
+stores nothing twice. Throttling (429), server errors (5xx) and connection failures are
+retried with exponential backoff and jitter, honouring ``Retry-After``, within a bound
+on the whole export; other refusals (a 400 for an unknown column, a 401 for a wrong
+key) are not retried and are logged once with PostgREST's code. The key is never
+logged. The exporter runs on the BatchSpanProcessor's thread: the app never waits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+try:
+    import httpx
+except ImportError as missing:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "the chatspan_supabase exporter needs httpx: pip install 'chatspan[supabase]'"
+    ) from missing
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from chatspan.config import SupabaseSettings
+from chatspan.records import ChatRecord, ErrorRecord, SpanData, map_spans
+
+_logger = logging.getLogger(__name__)
+
+RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+BACKOFF_BASE_S = 0.25
+BACKOFF_CAP_S = 8.0
+PREFER = "return=minimal,resolution=ignore-duplicates"
+
+
+class SupabaseSpanExporter(SpanExporter):
+    """Sends error rows (and chat rows with ``CHATSPAN_SUPABASE_TABLES=error,dify_logs``).
+
+    Settings: ``SUPABASE_URL``, ``SUPABASE_SERVICE_ROLE_KEY`` (a legacy service_role JWT,
+    sent as ``apikey`` and ``Authorization: Bearer``, or an ``sb_secret_`` key, sent as
+    ``apikey``), ``CHATSPAN_SUPABASE_TABLES``, ``CHATSPAN_SUPABASE_REQUEST_TIMEOUT_S``,
+    ``CHATSPAN_SUPABASE_EXPORT_TIMEOUT_S``. A bad setting raises ConfigError at start;
+    ``export`` never raises.
+    """
+
+    def __init__(self, settings: SupabaseSettings | None = None) -> None:
+        self._settings = settings or SupabaseSettings.from_env()
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
+        self._refusals_logged: set[tuple[str, int, str]] = set()
+        self._is_shutdown = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._is_shutdown:
+            return SpanExportResult.FAILURE
+        deadline = time.monotonic() + self._settings.export_timeout_s
+        try:
+            with suppress_instrumentation():  # the exporter's own requests are not spans
+                batch = map_spans(SpanData.from_sdk(span) for span in spans)
+                records = {"error": batch.errors, "dify_logs": batch.chats}
+                stored = all(
+                    self._send(table, records[table], deadline) for table in self._settings.tables
+                )
+        except Exception as failure:  # never into the app's span processor
+            _logger.error("chatspan: Supabase export failed: %s", type(failure).__name__)
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS if stored else SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        self._is_shutdown = True
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True  # nothing is buffered here
+
+    def _send(
+        self, table: str, records: Sequence[ChatRecord | ErrorRecord], deadline: float
+    ) -> bool:
+        size = self._settings.batch_rows
+        return all(
+            self._post(
+                table,
+                _body(records[start : start + size]),
+                len(records[start : start + size]),
+                deadline,
+            )
+            for start in range(0, len(records), size)
+        )
+
+    def _post(self, table: str, body: bytes, rows: int, deadline: float) -> bool:
+        """One batch, retried until stored, refused, or out of time."""
+        url = f"{self._settings.url}/rest/v1/{table}"
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                _logger.error("chatspan: Supabase did not take %d %s row(s) in time", rows, table)
+                return False
+            timeout = min(self._settings.request_timeout_s, remaining)
+            retry_after: float | None = None
+            try:
+                response = self._http().post(
+                    url,
+                    params={"on_conflict": "id"},
+                    content=body,
+                    headers={"Prefer": PREFER},
+                    timeout=timeout,
+                )
+            except httpx.TransportError as failure:
+                reason = f"{type(failure).__name__}"
+            else:
+                if response.status_code < 300:
+                    return True
+                if response.status_code not in RETRYABLE:
+                    self._log_refusal(table, rows, response)
+                    return False
+                reason = f"HTTP {response.status_code}"
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+            delay = retry_after if retry_after is not None else _backoff(attempt)
+            attempt += 1
+            if time.monotonic() + delay >= deadline:
+                _logger.error(
+                    "chatspan: Supabase kept failing (%s) for %d %s row(s); gave up after %d tries",
+                    reason,
+                    rows,
+                    table,
+                    attempt,
+                )
+                return False
+            _logger.warning("chatspan: Supabase answered %s; retrying in %.2f s", reason, delay)
+            time.sleep(delay)
+
+    def _log_refusal(self, table: str, rows: int, response: httpx.Response) -> None:
+        code, message = _postgrest_error(response)
+        key = (table, response.status_code, code)
+        level = logging.DEBUG if key in self._refusals_logged else logging.ERROR
+        self._refusals_logged.add(key)
+        _logger.log(
+            level,
+            "chatspan: Supabase refused %d %s row(s): HTTP %d %s: %s (not retried: the same "
+            "request would be refused again; check the table and the key)",
+            rows,
+            table,
+            response.status_code,
+            code,
+            message,
+        )
+
+    def _http(self) -> httpx.Client:
+        # Made on first use, so a process that forks after building the exporter (a
+        # gunicorn worker) gets a client of its own.
+        with self._client_lock:
+            if self._client is None:
+                headers = {"apikey": self._settings.service_key, "Content-Type": "application/json"}
+                if self._settings.key_is_jwt:
+                    headers["Authorization"] = f"Bearer {self._settings.service_key}"
+                self._client = httpx.Client(headers=headers)
+            return self._client
+
+
+def _body(records: Sequence[ChatRecord | ErrorRecord]) -> bytes:
+    """A JSON array whose objects all have the same keys, as PostgREST requires."""
+    rows = []
+    for record in records:
+        row = record.row()
+        row["id"] = str(uuid.UUID(row["id"]))
+        rows.append(row)
+    return json.dumps(rows, default=_json_default, ensure_ascii=False).encode()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot send a {type(value).__name__}")
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential, with full jitter, so many exporters do not retry in step."""
+    return random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))  # noqa: S311
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds or as an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _postgrest_error(response: httpx.Response) -> tuple[str, str]:
+    """PostgREST's error code and message (or the gateway's message)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return "-", response.text[:200]
+    if not isinstance(body, dict):
+        return "-", str(body)[:200]
+    return str(body.get("code") or "-"), str(body.get("message") or body)[:300]
