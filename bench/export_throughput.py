@@ -22,8 +22,6 @@ import psycopg
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from pgdb import libpq_dsn, scratch_database
-from spans import make_chat_span
 from sqlalchemy import text
 from sqlalchemy.orm import Session, registry
 
@@ -33,6 +31,9 @@ from chatspan.records import CHAT_COLUMNS, SpanData, map_spans
 from chatspan.store.engine import make_engine
 from chatspan.store.migrate import upgrade
 from chatspan.store.tables import dify_logs
+
+from pgdb import libpq_dsn, scratch_database
+from spans import make_chat_span
 
 BATCH = 512  # the BatchSpanProcessor's default export batch size
 # Declared COPY types, psycopg's fastest text COPY (the exporter declares the same).

@@ -18,12 +18,12 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 
-from chatspan.examples.dify_flask import create_app
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from werkzeug.test import EnvironBuilder
 
+from chatspan.examples.dify_flask import create_app
 from chatspan.instrumentation import ChatInstrumentor
 
 APP_KEY = "app-benchmarkKey0123456789"

@@ -25,14 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import psycopg
 from fastapi.testclient import TestClient
-from pgdb import libpq_dsn, scratch_database
 from psycopg.types.json import Jsonb
 
 from chatspan.config import ApiSettings
 from chatspan.query_api import create_app
+from chatspan.store import search_index
 from chatspan.store.engine import make_engine
 from chatspan.store.migrate import upgrade
 from chatspan.store.queries import Cursor
+
+from pgdb import libpq_dsn, scratch_database
 
 KEY = "bench-admin-key-0123456789abcdef"
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -161,6 +163,11 @@ def main() -> None:
         engine.dispose()
         dsn = libpq_dsn(url)
         seed(dsn, args.chats, args.errors, args.users)
+        started = time.perf_counter()
+        engine = make_engine(url, timeout_s=3600)
+        search_index.create(engine)  # as `chatspan db search-index create` does
+        engine.dispose()
+        print(f"  built the text search indexes in {time.perf_counter() - started:.0f} s")
         app = create_app(ApiSettings(database_url=url, admin_api_keys=(KEY,)))
         chats, errors = "/console/api/admin/chat-logs", "/console/api/admin/error-logs"
         shallow, deep = 50_000, min(500_000, args.chats - 100)

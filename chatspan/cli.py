@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         "upgrade", help="create or migrate the tables in CHATSPAN_DATABASE_URL"
     )
     db_upgrade.set_defaults(run=_db_upgrade)
+    search = db_commands.add_parser(
+        "search-index",
+        help="create or drop the PostgreSQL trigram indexes that make text search (q) fast",
+    )
+    search.add_argument("action", choices=["create", "drop"])
+    search.set_defaults(run=_search_index)
 
     serve = commands.add_parser("serve", help="serve the admin query API")
     _serving_options(serve, default_port=8000)
@@ -65,6 +71,16 @@ def _db_upgrade(_args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url, timeout_s=settings.export_timeout_s)
     upgrade(engine)
     print(f"{safe_url(engine.url)} is at schema revision {current_revision(engine)}")
+    return 0
+
+
+def _search_index(args: argparse.Namespace) -> int:
+    from chatspan.store import search_index  # noqa: PLC0415
+
+    settings = StoreSettings.from_env()
+    engine = make_engine(settings.database_url, timeout_s=3600)
+    getattr(search_index, args.action)(engine)
+    print(f"text search indexes: {args.action} done on {safe_url(engine.url)}")
     return 0
 
 

@@ -166,10 +166,15 @@ class ApiSettings:
     jwt_secret: str | None = None
     jwt_user_claim: str | None = None
     trace_url_template: str | None = None
+    ingest_api_keys: tuple[str, ...] = ()
+    ingest_max_bytes: int = 16 * 1024 * 1024
+    ingest_max_decompressed_bytes: int = 64 * 1024 * 1024
+    auto_migrate: bool = True
 
     def __repr__(self) -> str:  # keys and secrets stay out of logs and tracebacks
         return (
             f"ApiSettings(database_url=<hidden>, admin_api_keys=<{len(self.admin_api_keys)} keys>, "
+            f"ingest_api_keys=<{len(self.ingest_api_keys)} keys>, "
             f"jwt_secret={'<set>' if self.jwt_secret else None}, "
             f"trace_url_template={self.trace_url_template!r})"
         )
@@ -177,14 +182,7 @@ class ApiSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
         env = environ if environ is not None else os.environ
-        keys = tuple(env_list("CHATSPAN_ADMIN_API_KEYS", env))
-        short = [k for k in keys if len(k) < MIN_ADMIN_KEY_CHARS]
-        if short:
-            raise ConfigError(
-                f"CHATSPAN_ADMIN_API_KEYS holds {len(short)} key(s) shorter than "
-                f"{MIN_ADMIN_KEY_CHARS} characters; use long random keys "
-                "(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
-            )
+        keys = _api_keys("CHATSPAN_ADMIN_API_KEYS", env)
         template = env_str("CHATSPAN_TRACE_URL_TEMPLATE", "", env) or None
         if template is not None and "{trace_id}" not in template:
             raise ConfigError(
@@ -198,7 +196,26 @@ class ApiSettings:
             jwt_secret=env_str("CHATSPAN_JWT_SECRET", "", env) or None,
             jwt_user_claim=env_str("CHATSPAN_JWT_USER_CLAIM", "", env) or None,
             trace_url_template=template,
+            ingest_api_keys=_api_keys("CHATSPAN_INGEST_API_KEYS", env),
+            ingest_max_bytes=int(
+                env_float("CHATSPAN_INGEST_MAX_BYTES", 16 * 1024 * 1024, environ=env)
+            ),
+            ingest_max_decompressed_bytes=int(
+                env_float("CHATSPAN_INGEST_MAX_DECOMPRESSED_BYTES", 64 * 1024 * 1024, environ=env)
+            ),
+            auto_migrate=env_bool("CHATSPAN_AUTO_MIGRATE", True, env),
         )
+
+
+def _api_keys(name: str, env: Mapping[str, str]) -> tuple[str, ...]:
+    keys = tuple(env_list(name, env))
+    short = [k for k in keys if len(k) < MIN_ADMIN_KEY_CHARS]
+    if short:
+        raise ConfigError(
+            f"{name} holds {len(short)} key(s) shorter than {MIN_ADMIN_KEY_CHARS} characters; "
+            "use long random keys (python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return keys
 
 
 SUPABASE_TABLES = ("error", "dify_logs")

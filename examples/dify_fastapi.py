@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatspan.examples import dify_replies as replies
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+
+from chatspan.examples import dify_replies as replies
 
 app = FastAPI(title="Dify-shaped example")
 SSE = "text/event-stream"

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatspan.examples import dify_replies as replies
 from flask import Flask, Response, jsonify, request
+
+from chatspan.examples import dify_replies as replies
 
 SSE = "text/event-stream"
 

@@ -12,12 +12,13 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from pgdb import base_url, postgres_unreachable_reason, scratch_database
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from chatspan.store.engine import make_engine
 from chatspan.store.migrate import upgrade
+
+from pgdb import base_url, postgres_unreachable_reason, scratch_database
 
 
 @pytest.fixture(scope="session")

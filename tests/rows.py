@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import timezone
 from typing import Any
 
 from sqlalchemy import func, select
@@ -43,3 +45,18 @@ def rows_where(url: str, table: str, **equal: Any) -> list[dict[str, Any]]:
             return [dict(row._mapping) for row in connection.execute(query)]
     finally:
         engine.dispose()
+
+
+def comparable_rows(url: str, table: str) -> list[dict[str, Any]]:
+    """A table's rows in a form two stores can be compared in: ids as canonical UUID
+    text, times as UTC without a zone (SQLite keeps none), ordered by id."""
+    comparable = []
+    for original in fetch_rows(url, table):
+        row = dict(original)
+        row["id"] = str(uuid.UUID(str(row["id"])))
+        moment = row["created_at"]
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        row["created_at"] = moment
+        comparable.append(row)
+    return sorted(comparable, key=lambda r: r["id"])

@@ -115,3 +115,35 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def run_chatspan_serve(
+    log_dir: Path, env: dict[str, str], port: int | None = None
+) -> Iterator[RunningApp]:
+    """`chatspan serve` in a subprocess, on `port` (or a free one)."""
+    port = port or free_port()
+    log_path = log_dir / f"serve-{port}-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(BIN / "chatspan"), "serve", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    app = RunningApp(f"http://127.0.0.1:{port}", log_path, process)
+    try:
+        wait_for(lambda: _answers(f"{app.base_url}/healthz", app), what="chatspan serve")
+        yield app
+    finally:
+        stop(app)
+
+
+def _answers(url: str, app: RunningApp) -> bool:
+    if app.process.poll() is not None:
+        raise RuntimeError(f"exited with {app.process.returncode}:\n{app.log()}")
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
+
 from seed import seed
-from servers import RunningApp, clean_env, free_port, stop, wait_for
+from servers import clean_env, run_chatspan_serve
 
 pytestmark = pytest.mark.slow
 ADMIN_KEY = "schemathesis-admin-key-0123456789"
@@ -19,20 +19,8 @@ BIN = Path(sys.executable).parent
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(database_url, tmp_path):
     seed(database_url)
-    port = free_port()
     env = clean_env(CHATSPAN_DATABASE_URL=database_url, CHATSPAN_ADMIN_API_KEYS=ADMIN_KEY)
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(BIN / "chatspan"), "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = RunningApp(f"http://127.0.0.1:{port}", log, process)
-    try:
-        wait_for(lambda: _healthy(server.base_url), what="chatspan serve")
+    with run_chatspan_serve(tmp_path, env) as server:
         result = subprocess.run(
             [
                 str(BIN / "st"),
@@ -52,21 +40,13 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(database_url
                 "10",
             ],
             env={**env, "NO_COLOR": "1"},
+            cwd=tmp_path,  # schemathesis keeps a cache where it runs
             capture_output=True,
             text=True,
             timeout=600,
             check=False,
         )
-    finally:
-        stop(server)
     report = result.stdout + result.stderr
     assert result.returncode == 0, report[-6000:]
     assert "passed" in report.lower()
     assert "Traceback" not in server.log()
-
-
-def _healthy(base_url: str) -> bool:
-    try:
-        return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False

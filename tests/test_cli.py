@@ -62,3 +62,32 @@ def test_a_trace_url_template_needs_the_trace_id(tmp_path):
     )
     assert result.returncode == 2
     assert "CHATSPAN_TRACE_URL_TEMPLATE must contain {trace_id}" in result.stderr
+
+
+def test_search_indexes_are_created_and_dropped_on_postgresql(empty_postgres_database):
+    url = empty_postgres_database
+    assert _run("db", "upgrade", CHATSPAN_DATABASE_URL=url).returncode == 0
+    created = _run("db", "search-index", "create", CHATSPAN_DATABASE_URL=url)
+    assert created.returncode == 0, created.stderr
+    assert _index_names(url) >= {"ix_dify_logs_input_trgm", "ix_dify_logs_output_trgm"}
+    assert _run("db", "search-index", "create", CHATSPAN_DATABASE_URL=url).returncode == 0  # again
+    assert _run("db", "search-index", "drop", CHATSPAN_DATABASE_URL=url).returncode == 0
+    assert not _index_names(url) & {"ix_dify_logs_input_trgm", "ix_dify_logs_output_trgm"}
+
+
+def test_search_indexes_are_refused_on_sqlite(tmp_path):
+    result = _run(
+        "db", "search-index", "create", CHATSPAN_DATABASE_URL=f"sqlite:///{tmp_path}/c.db"
+    )
+    assert result.returncode == 2
+    assert "PostgreSQL" in result.stderr
+
+
+def _index_names(url: str) -> set[str]:
+    import psycopg
+
+    from pgdb import libpq_dsn
+
+    with psycopg.connect(libpq_dsn(url)) as connection:
+        rows = connection.execute("select indexname from pg_indexes where tablename = 'dify_logs'")
+        return {row[0] for row in rows}

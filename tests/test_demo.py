@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from rows import rows_where
 from servers import clean_env
 

@@ -17,14 +17,15 @@ from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SpanExportResult,
 )
-from rows import count_rows, fetch_rows
-from spans import ANSWER, QUESTION, SpanRecorder, chat_spans, make_chat_span
 from sqlalchemy import text
 
 from chatspan import semconv as sc
 from chatspan.config import ConfigError, StoreSettings
 from chatspan.exporters.postgres import PostgresSpanExporter
 from chatspan.store.engine import make_engine
+
+from rows import count_rows, fetch_rows
+from spans import ANSWER, QUESTION, SpanRecorder, chat_spans, make_chat_span
 
 
 def _exporter(url: str, timeout_s: float = 10) -> PostgresSpanExporter:

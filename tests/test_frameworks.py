@@ -15,11 +15,12 @@ from flask import Flask, Response, request
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.trace import SpanKind
-from spans import SpanRecorder
 
 from chatspan.instrumentation import ChatInstrumentor, ChatRoute
 from chatspan.instrumentation.profiles import CHAT, DIFY
 from chatspan.records import SpanData, map_spans
+
+from spans import SpanRecorder
 
 CHAT_BODY = {"query": "hello", "user": "ann", "response_mode": "streaming", "inputs": {}}
 SSE = (

@@ -7,7 +7,6 @@ import json
 import tracemalloc
 
 import pytest
-from spans import SpanRecorder
 
 from chatspan.config import CaptureSettings, ConfigError
 from chatspan.instrumentation import build_telemetry
@@ -24,6 +23,8 @@ from chatspan.instrumentation.profiles import (
 )
 from chatspan.instrumentation.redaction import Redactor
 from chatspan.instrumentation.sse import EventBuffer, data_lines_pattern
+
+from spans import SpanRecorder
 
 EVENTS = [
     b'data: {"event": "message", "answer": "Hel"}\n\n',

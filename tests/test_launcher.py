@@ -14,6 +14,7 @@ import uuid
 import httpx
 import pytest
 from dify_client import ChatClient
+
 from rows import rows_where
 from servers import APP_KEY, clean_env, run_app, wait_for
 

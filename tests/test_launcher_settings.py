@@ -10,11 +10,12 @@ import uuid
 
 import httpx
 import pytest
-from rows import rows_where
-from servers import APP_KEY, clean_env, run_app, wait_for
 
 from chatspan.store.engine import make_engine
 from chatspan.store.migrate import upgrade
+
+from rows import rows_where
+from servers import APP_KEY, clean_env, run_app, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from rows import fetch_rows
 
 import chatspan
 from chatspan import manual
 from chatspan.config import StoreSettings
 from chatspan.exporters.postgres import PostgresSpanExporter
+
+from rows import fetch_rows
 
 
 @pytest.fixture

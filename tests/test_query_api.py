@@ -11,13 +11,14 @@ from datetime import timedelta
 import jwt
 import pytest
 from fastapi.testclient import TestClient
-from seed import BASE, chat_span, newest_first, seed
 
 from chatspan.config import ApiSettings
 from chatspan.query_api import create_app
 from chatspan.store.engine import make_engine
 from chatspan.store.queries import Cursor
 from chatspan.store.writer import RecordWriter
+
+from seed import BASE, chat_span, newest_first, seed
 
 ADMIN_KEY = "admin-key-for-tests-0123456789"
 VALID_CURSOR = Cursor(BASE, "00000000-0000-0000-0000-000000000000").encode()

@@ -60,8 +60,6 @@ def test_migrated_schema_matches_the_tables_in_code(empty_database_url):
             d
             for d in compare_metadata(context, metadata)
             if not (d[0] == "remove_table" and d[1].name == VERSION_TABLE)
-            # PostgreSQL's trigram search indexes live in the migrations only.
-            and not (d[0] == "remove_index" and d[1].name.endswith("_trgm"))
         ]
     engine.dispose()
     assert differences == []

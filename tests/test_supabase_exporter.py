@@ -12,14 +12,15 @@ import httpx
 import psycopg
 import pytest
 from opentelemetry.sdk.trace.export import SpanExportResult
+
+from chatspan.config import ConfigError, SupabaseSettings
+from chatspan.exporters.supabase import SupabaseSpanExporter
+
 from pgdb import libpq_dsn, scratch_database
 from postgrest_fake import ANON_KEY, SECRET_KEY, SERVICE_KEY, running
 from servers import APP_KEY, clean_env, free_port, run_app
 from spans import SpanRecorder, chat_spans
 from supabase_platform import apply_migration, install_platform
-
-from chatspan.config import ConfigError, SupabaseSettings
-from chatspan.exporters.supabase import SupabaseSpanExporter
 
 
 @pytest.fixture(scope="module")

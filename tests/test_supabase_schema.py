@@ -8,6 +8,7 @@ import uuid
 
 import psycopg
 import pytest
+
 from pgdb import libpq_dsn, scratch_database
 from supabase_platform import apply_migration, install_platform
 

@@ -9,7 +9,6 @@ call it makes is bounded by ``CHATSPAN_EXPORT_TIMEOUT_S``.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -19,7 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from chatspan.config import StoreSettings
 from chatspan.records import SpanData
 from chatspan.store.engine import describe_error, make_engine, safe_url
-from chatspan.store.migrate import upgrade
+from chatspan.store.migrate import SchemaGate
 from chatspan.store.writer import RecordWriter
 
 _logger = logging.getLogger(__name__)
@@ -39,8 +38,7 @@ class PostgresSpanExporter(SpanExporter):
             self._settings.database_url, timeout_s=self._settings.export_timeout_s
         )
         self._writer = RecordWriter(self._engine)
-        self._schema_ready = not self._settings.auto_migrate
-        self._schema_lock = threading.Lock()
+        self._schema = SchemaGate(self._engine, enabled=self._settings.auto_migrate)
         self._is_shutdown = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -49,7 +47,7 @@ class PostgresSpanExporter(SpanExporter):
         try:
             # The exporter's own database calls must not become spans to export.
             with suppress_instrumentation():
-                self._ensure_schema()
+                self._schema.ensure()
                 self._writer.write(SpanData.from_sdk(span) for span in spans)
         except Exception as failure:
             _logger.error(
@@ -68,11 +66,3 @@ class PostgresSpanExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         # Every export writes synchronously; there is nothing buffered here to flush.
         return True
-
-    def _ensure_schema(self) -> None:
-        if self._schema_ready:
-            return
-        with self._schema_lock:
-            if not self._schema_ready:
-                upgrade(self._engine)
-                self._schema_ready = True

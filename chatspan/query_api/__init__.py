@@ -9,9 +9,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, exc, text
 
 from chatspan.config import ApiSettings
+from chatspan.query_api.ingest import router as ingest_router
 from chatspan.query_api.models import Health
 from chatspan.query_api.routes import router
 from chatspan.store.engine import describe_error, make_engine
+from chatspan.store.migrate import SchemaGate
+from chatspan.store.writer import RecordWriter
 
 _logger = logging.getLogger(__name__)
 
@@ -31,7 +34,10 @@ def create_app(
         settings.database_url, timeout_s=settings.query_timeout_s, pool_size=8
     )
     app.state.insecure = insecure
+    app.state.writer = RecordWriter(app.state.engine)
+    app.state.schema = SchemaGate(app.state.engine, enabled=settings.auto_migrate)
     app.include_router(router)
+    app.include_router(ingest_router)
 
     @app.get("/healthz", response_model=Health, tags=["service"])
     def healthz(request: Request) -> JSONResponse:

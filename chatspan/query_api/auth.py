@@ -44,7 +44,7 @@ def principal(
             _CHALLENGE,
         )
     token = credentials.credentials
-    if _is_admin_key(token, settings.admin_api_keys):
+    if key_matches(token, settings.admin_api_keys):
         return Principal(is_admin=True)
     user_id = _user_from_token(token, settings)
     if user_id is None:
@@ -64,7 +64,8 @@ def require_reader_of(user_id: str, who: Principal) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "a user token may read only its own history")
 
 
-def _is_admin_key(token: str, keys: tuple[str, ...]) -> bool:
+def key_matches(token: str, keys: tuple[str, ...]) -> bool:
+    """Whether `token` is one of `keys`, compared in constant time."""
     matched = False
     for key in keys:  # every key is compared, so timing tells nothing about which
         matched |= hmac.compare_digest(token.encode(), key.encode())

@@ -53,3 +53,24 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision() -> str:
     return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+class SchemaGate:
+    """Brings the schema up to date once per process, on first use, if allowed to.
+
+    Exporters and the ingest endpoint write into tables that may not exist yet on a new
+    database; with CHATSPAN_AUTO_MIGRATE on (the default), the first write creates them.
+    """
+
+    def __init__(self, engine: Engine, *, enabled: bool) -> None:
+        self._engine = engine
+        self._ready = not enabled
+        self._lock = threading.Lock()
+
+    def ensure(self) -> None:
+        if self._ready:
+            return
+        with self._lock:
+            if not self._ready:
+                upgrade(self._engine)
+                self._ready = True

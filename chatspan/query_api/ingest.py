@@ -1,0 +1,159 @@
+"""``POST /v1/traces``: OTLP/HTTP from an OpenTelemetry Collector into the same tables.
+
+Protobuf (``application/x-protobuf``) or JSON (``application/json``), optionally
+gzip-compressed. The body is limited before and after decompression (413), other
+media types are 415, undecodable bodies 400; a database that does not answer is 503
+with ``Retry-After``, so the collector keeps the batch and retries. Spans that cannot
+be stored are reported in ``partial_success``; the rest of the batch is stored.
+Authentication is a bearer key from ``CHATSPAN_INGEST_API_KEYS``.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from google.protobuf import json_format
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+from sqlalchemy import exc
+
+from chatspan.query_api.auth import key_matches
+from chatspan.query_api.otlp import OtlpDecodeError, decode_json, decode_protobuf
+from chatspan.store.engine import describe_error
+
+_logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["ingest"])
+
+PROTOBUF, JSON = "application/x-protobuf", "application/json"
+_GRPC_UNAVAILABLE, _GRPC_INVALID, _GRPC_UNAUTHENTICATED = 14, 3, 16
+
+
+class _Refusal(Exception):
+    def __init__(self, status_code: int, grpc_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code, self.grpc_code, self.message = status_code, grpc_code, message
+
+
+@router.post(
+    "/v1/traces",
+    summary="OTLP/HTTP trace ingest",
+    response_class=Response,
+    responses={
+        200: {"description": "an ExportTraceServiceResponse, in the request's media type"},
+        400: {"description": "not an OTLP trace request"},
+        401: {"description": "no valid ingest key"},
+        413: {"description": "the body is too large, compressed or not"},
+        415: {"description": "neither application/x-protobuf nor application/json"},
+        503: {"description": "the database is unavailable; retry after Retry-After seconds"},
+    },
+)
+async def ingest_traces(request: Request) -> Response:
+    media_type = _media_type(request)
+    try:
+        _authenticate(request)
+        if media_type not in (PROTOBUF, JSON):
+            raise _Refusal(415, _GRPC_INVALID, "send application/x-protobuf or application/json")
+        body = await _read_body(request)
+        decode = decode_protobuf if media_type == PROTOBUF else decode_json
+        try:
+            decoded = decode(body)
+        except OtlpDecodeError as error:
+            raise _Refusal(400, _GRPC_INVALID, str(error)) from None
+        del body
+        result = await run_in_threadpool(_store, request, decoded.spans)
+    except _Refusal as refusal:
+        return _status_response(refusal, media_type)
+    rejected = decoded.rejected + result.skipped_spans + result.rejected_rows
+    reason = decoded.reason or ("some spans or rows could not be stored" if rejected else "")
+    response = ExportTraceServiceResponse()
+    if rejected:
+        response.partial_success.CopyFrom(
+            ExportTracePartialSuccess(rejected_spans=rejected, error_message=reason)
+        )
+    return _message_response(response, media_type, status.HTTP_200_OK)
+
+
+def _store(request: Request, spans: list) -> Any:
+    state = request.app.state
+    try:
+        state.schema.ensure()
+        return state.writer.write(spans)
+    except (exc.OperationalError, exc.InterfaceError, exc.TimeoutError) as error:
+        _logger.warning("chatspan: ingest: database unavailable: %s", describe_error(error))
+        raise _Refusal(503, _GRPC_UNAVAILABLE, "the database is unavailable; retry later") from None
+
+
+def _authenticate(request: Request) -> None:
+    if request.app.state.insecure:
+        return
+    keys = request.app.state.settings.ingest_api_keys
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if not keys:
+        raise _Refusal(401, _GRPC_UNAUTHENTICATED, "ingest is off: set CHATSPAN_INGEST_API_KEYS")
+    if scheme.lower() != "bearer" or not key_matches(token.strip(), keys):
+        raise _Refusal(401, _GRPC_UNAUTHENTICATED, "an ingest key is required (Bearer)")
+
+
+async def _read_body(request: Request) -> bytes:
+    settings = request.app.state.settings
+    limit = settings.ingest_max_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _Refusal(413, _GRPC_INVALID, f"the body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _Refusal(413, _GRPC_INVALID, f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding != "gzip":
+        raise _Refusal(415, _GRPC_INVALID, f"content-encoding {encoding!r}: use gzip or none")
+    return _gunzip(body, settings.ingest_max_decompressed_bytes)
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Decompress, stopping as soon as the output passes `limit` (a zip bomb costs no more)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise _Refusal(400, _GRPC_INVALID, f"the body is not valid gzip: {error}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise _Refusal(413, _GRPC_INVALID, f"the body inflates to more than {limit} bytes")
+    if not inflater.eof:
+        raise _Refusal(400, _GRPC_INVALID, "the gzip body is truncated")
+    return out
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _status_response(refusal: _Refusal, media_type: str) -> Response:
+    message = status_pb2.Status(code=refusal.grpc_code, message=refusal.message)
+    response = _message_response(message, media_type, refusal.status_code)
+    if refusal.status_code == 503:
+        response.headers["Retry-After"] = "5"
+    if refusal.status_code == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def _message_response(message: Any, media_type: str, status_code: int) -> Response:
+    if media_type == PROTOBUF:
+        return Response(message.SerializeToString(), status_code, media_type=PROTOBUF)
+    body = json_format.MessageToJson(message, indent=None)
+    return Response(body, status_code, media_type=JSON)
