@@ -297,3 +297,21 @@ def _jwt_role(token: str) -> str | None:
         return None
     role = payload.get("role") if isinstance(payload, dict) else None
     return role if isinstance(role, str) else None
+
+
+@dataclass(frozen=True)
+class SpoolSettings:
+    """Where exporters keep batches they could not deliver, and how much of them."""
+
+    enabled: bool = True
+    directory: str | None = None  # None: the default, see chatspan.exporters.spool
+    max_bytes: int = 1024 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SpoolSettings:
+        env = environ if environ is not None else os.environ
+        return cls(
+            enabled=env_bool("CHATSPAN_SPOOL", True, env),
+            directory=env_str("CHATSPAN_SPOOL_DIR", "", env) or None,
+            max_bytes=int(env_float("CHATSPAN_SPOOL_MAX_BYTES", 1024 * 1024 * 1024, environ=env)),
+        )

@@ -21,6 +21,14 @@ from chatspan.store.migrate import upgrade
 from pgdb import base_url, postgres_unreachable_reason, scratch_database
 
 
+@pytest.fixture(autouse=True)
+def spool_directory(tmp_path, monkeypatch) -> str:
+    """Each test's exporters (and the apps it starts) spool into a directory of its own."""
+    directory = str(tmp_path / "spool")
+    monkeypatch.setenv("CHATSPAN_SPOOL_DIR", directory)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
     """The base URL of a reachable PostgreSQL server."""

@@ -52,8 +52,11 @@ def free_port() -> int:
 
 
 def clean_env(**overrides: str) -> dict[str, str]:
-    """The test process's environment without any chatspan or OpenTelemetry setting."""
+    """The test process's environment without any chatspan or OpenTelemetry setting
+    (but the test's own spool directory)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATSPAN_", "OTEL_"))}
+    if "CHATSPAN_SPOOL_DIR" in os.environ:
+        env["CHATSPAN_SPOOL_DIR"] = os.environ["CHATSPAN_SPOOL_DIR"]
     env.update(overrides)
     return env
 

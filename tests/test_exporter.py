@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import (
 from sqlalchemy import text
 
 from chatspan import semconv as sc
-from chatspan.config import ConfigError, StoreSettings
+from chatspan.config import ConfigError, SpoolSettings, StoreSettings
 from chatspan.exporters.postgres import PostgresSpanExporter
 from chatspan.store.engine import make_engine
 
@@ -29,7 +29,10 @@ from spans import ANSWER, QUESTION, SpanRecorder, chat_spans, make_chat_span
 
 
 def _exporter(url: str, timeout_s: float = 10) -> PostgresSpanExporter:
-    return PostgresSpanExporter(StoreSettings(database_url=url, export_timeout_s=timeout_s))
+    """An exporter without a spool: what the database does is what export() says."""
+    return PostgresSpanExporter(
+        StoreSettings(database_url=url, export_timeout_s=timeout_s), SpoolSettings(enabled=False)
+    )
 
 
 def test_thousand_chats_and_two_hundred_errors_through_batch_processor(any_driver_url):

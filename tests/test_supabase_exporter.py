@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from chatspan.config import ConfigError, SupabaseSettings
+from chatspan.config import ConfigError, SpoolSettings, SupabaseSettings
 from chatspan.exporters.supabase import SupabaseSpanExporter
 
 from pgdb import libpq_dsn, scratch_database
@@ -41,8 +41,11 @@ def fake(supabase_dsn):
 
 
 def _exporter(url: str, key: str = SERVICE_KEY, **overrides) -> SupabaseSpanExporter:
+    """An exporter without a spool: what Supabase does is what export() says."""
     settings = SupabaseSettings(url=url, service_key=key, request_timeout_s=2, export_timeout_s=20)
-    return SupabaseSpanExporter(settings.__class__(**{**settings.__dict__, **overrides}))
+    return SupabaseSpanExporter(
+        settings.__class__(**{**settings.__dict__, **overrides}), SpoolSettings(enabled=False)
+    )
 
 
 def _count(dsn: str, table: str) -> int:

@@ -15,7 +15,8 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from chatspan.config import StoreSettings
+from chatspan.config import SpoolSettings, StoreSettings
+from chatspan.exporters.spool import Spool, open_spool
 from chatspan.records import SpanData
 from chatspan.store.engine import describe_error, make_engine, safe_url
 from chatspan.store.migrate import SchemaGate
@@ -32,37 +33,56 @@ class PostgresSpanExporter(SpanExporter):
     here, at start; ``export`` itself never raises.
     """
 
-    def __init__(self, settings: StoreSettings | None = None) -> None:
+    def __init__(
+        self, settings: StoreSettings | None = None, spool: SpoolSettings | None = None
+    ) -> None:
         self._settings = settings or StoreSettings.from_env()
         self._engine = make_engine(
             self._settings.database_url, timeout_s=self._settings.export_timeout_s
         )
         self._writer = RecordWriter(self._engine)
         self._schema = SchemaGate(self._engine, enabled=self._settings.auto_migrate)
+        self._spool = open_spool(
+            spool or SpoolSettings.from_env(), "postgres", safe_url(self._engine.url), self._store
+        )
         self._is_shutdown = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._is_shutdown:
             return SpanExportResult.FAILURE
+        batch = [SpanData.from_sdk(span) for span in spans]
         try:
-            # The exporter's own database calls must not become spans to export.
-            with suppress_instrumentation():
-                self._schema.ensure()
-                self._writer.write(SpanData.from_sdk(span) for span in spans)
+            self._store(batch)
         except Exception as failure:
             _logger.error(
                 "chatspan: could not store %d span(s) in %s: %s",
-                len(spans),
+                len(batch),
                 safe_url(self._engine.url),
                 describe_error(failure),
             )
-            return SpanExportResult.FAILURE
+            # Kept on disk for the spool's thread to deliver: nothing is lost.
+            stored_later = self._spool is not None and self._spool.put(batch)
+            return SpanExportResult.SUCCESS if stored_later else SpanExportResult.FAILURE
+        if self._spool is not None:
+            self._spool.start()  # replays what earlier (or crashed) processes left
         return SpanExportResult.SUCCESS
+
+    @property
+    def spool(self) -> Spool | None:
+        return self._spool
 
     def shutdown(self) -> None:
         self._is_shutdown = True
+        if self._spool is not None:
+            self._spool.stop()
         self._engine.dispose()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        # Every export writes synchronously; there is nothing buffered here to flush.
+        # Every export writes synchronously (or to the spool); nothing is buffered here.
         return True
+
+    def _store(self, batch: list[SpanData]) -> None:
+        # The exporter's own database calls must not become spans to export.
+        with suppress_instrumentation():
+            self._schema.ensure()
+            self._writer.write(batch)

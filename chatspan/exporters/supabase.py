@@ -12,6 +12,7 @@ logged. The exporter runs on the BatchSpanProcessor's thread: the app never wait
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import random
@@ -33,12 +34,25 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from chatspan.config import SupabaseSettings
+from chatspan.config import SpoolSettings, SupabaseSettings
+from chatspan.exporters.spool import Spool, open_spool
 from chatspan.records import ChatRecord, ErrorRecord, SpanData, map_spans
 
 _logger = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"
+    REFUSED = "refused"  # a 4xx: the same request would be refused again
+    UNAVAILABLE = "unavailable"  # throttled, failing or unreachable until the time ran out
+
+
+class SupabaseUnavailable(Exception):
+    """Supabase could not take a spooled batch yet."""
+
+
 BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 8.0
 PREFER = "return=minimal,resolution=ignore-duplicates"
@@ -54,31 +68,43 @@ class SupabaseSpanExporter(SpanExporter):
     ``export`` never raises.
     """
 
-    def __init__(self, settings: SupabaseSettings | None = None) -> None:
+    def __init__(
+        self, settings: SupabaseSettings | None = None, spool: SpoolSettings | None = None
+    ) -> None:
         self._settings = settings or SupabaseSettings.from_env()
         self._client: httpx.Client | None = None
         self._client_lock = threading.Lock()
         self._refusals_logged: set[tuple[str, int, str]] = set()
+        self._spool = open_spool(
+            spool or SpoolSettings.from_env(), "supabase", self._settings.url, self._replay
+        )
         self._is_shutdown = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._is_shutdown:
             return SpanExportResult.FAILURE
-        deadline = time.monotonic() + self._settings.export_timeout_s
+        batch = [SpanData.from_sdk(span) for span in spans]
         try:
-            with suppress_instrumentation():  # the exporter's own requests are not spans
-                batch = map_spans(SpanData.from_sdk(span) for span in spans)
-                records = {"error": batch.errors, "dify_logs": batch.chats}
-                stored = all(
-                    self._send(table, records[table], deadline) for table in self._settings.tables
-                )
+            outcome = self._deliver(batch)
         except Exception as failure:  # never into the app's span processor
             _logger.error("chatspan: Supabase export failed: %s", type(failure).__name__)
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS if stored else SpanExportResult.FAILURE
+            outcome = Outcome.UNAVAILABLE
+        if outcome is Outcome.UNAVAILABLE:
+            # Kept on disk for the spool's thread to deliver when Supabase is back.
+            stored_later = self._spool is not None and self._spool.put(batch)
+            return SpanExportResult.SUCCESS if stored_later else SpanExportResult.FAILURE
+        if self._spool is not None:
+            self._spool.start()
+        return SpanExportResult.SUCCESS if outcome is Outcome.STORED else SpanExportResult.FAILURE
+
+    @property
+    def spool(self) -> Spool | None:
+        return self._spool
 
     def shutdown(self) -> None:
         self._is_shutdown = True
+        if self._spool is not None:
+            self._spool.stop()
         with self._client_lock:
             if self._client is not None:
                 self._client.close()
@@ -87,21 +113,41 @@ class SupabaseSpanExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True  # nothing is buffered here
 
+    def _deliver(self, batch: list[SpanData]) -> Outcome:
+        """Every table's rows of a batch; the worst outcome of their requests."""
+        deadline = time.monotonic() + self._settings.export_timeout_s
+        with suppress_instrumentation():  # the exporter's own requests are not spans
+            mapped = map_spans(batch)
+            records = {"error": mapped.errors, "dify_logs": mapped.chats}
+            outcomes = {
+                self._send(table, records[table], deadline) for table in self._settings.tables
+            }
+        for worst in (Outcome.UNAVAILABLE, Outcome.REFUSED):
+            if worst in outcomes:
+                return worst
+        return Outcome.STORED
+
+    def _replay(self, batch: list[SpanData]) -> None:
+        """The spool's delivery: raise while Supabase is unavailable. A refused batch
+        is let go (logged once): it would be refused again forever."""
+        if self._deliver(batch) is Outcome.UNAVAILABLE:
+            raise SupabaseUnavailable
+
     def _send(
         self, table: str, records: Sequence[ChatRecord | ErrorRecord], deadline: float
-    ) -> bool:
+    ) -> Outcome:
         size = self._settings.batch_rows
-        return all(
-            self._post(
-                table,
-                _body(records[start : start + size]),
-                len(records[start : start + size]),
-                deadline,
-            )
-            for start in range(0, len(records), size)
-        )
+        outcome = Outcome.STORED
+        for start in range(0, len(records), size):
+            chunk = records[start : start + size]
+            result = self._post(table, _body(chunk), len(chunk), deadline)
+            if result is not Outcome.STORED:
+                outcome = result
+                if result is Outcome.UNAVAILABLE:
+                    break  # out of time or retries: the rest would fail the same way
+        return outcome
 
-    def _post(self, table: str, body: bytes, rows: int, deadline: float) -> bool:
+    def _post(self, table: str, body: bytes, rows: int, deadline: float) -> Outcome:
         """One batch, retried until stored, refused, or out of time."""
         url = f"{self._settings.url}/rest/v1/{table}"
         attempt = 0
@@ -109,7 +155,7 @@ class SupabaseSpanExporter(SpanExporter):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 _logger.error("chatspan: Supabase did not take %d %s row(s) in time", rows, table)
-                return False
+                return Outcome.UNAVAILABLE
             timeout = min(self._settings.request_timeout_s, remaining)
             retry_after: float | None = None
             try:
@@ -124,10 +170,10 @@ class SupabaseSpanExporter(SpanExporter):
                 reason = f"{type(failure).__name__}"
             else:
                 if response.status_code < 300:
-                    return True
+                    return Outcome.STORED
                 if response.status_code not in RETRYABLE:
                     self._log_refusal(table, rows, response)
-                    return False
+                    return Outcome.REFUSED
                 reason = f"HTTP {response.status_code}"
                 retry_after = _retry_after(response.headers.get("Retry-After"))
             delay = retry_after if retry_after is not None else _backoff(attempt)
@@ -140,7 +186,7 @@ class SupabaseSpanExporter(SpanExporter):
                     table,
                     attempt,
                 )
-                return False
+                return Outcome.UNAVAILABLE
             _logger.warning("chatspan: Supabase answered %s; retrying in %.2f s", reason, delay)
             time.sleep(delay)
 

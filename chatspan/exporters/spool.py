@@ -1,0 +1,300 @@
+"""A durable spool: batches an exporter could not deliver wait on disk until they can be.
+
+The BatchSpanProcessor drops a batch whose export fails; an operator's chat history
+would then have a hole wherever the database was restarted. So a failed batch is
+written to a file (atomically: written aside, flushed, renamed into place) before
+``export`` returns, and a background thread replays the files, oldest first, with
+exponential backoff while the destination stays down.
+
+Files outlive the process: the next process that starts an exporter on the same
+directory replays what a crashed one left. Several processes may share a directory:
+a file is replayed by whoever holds its lock (``flock``), and the lock dies with its
+holder, so a file is never replayed by two at once nor lost with a dead process.
+Replaying twice would be harmless anyway: row ids are deterministic.
+
+The spool is capped (``CHATSPAN_SPOOL_MAX_BYTES``). When full, a new batch is dropped,
+keeping the older ones (the start of an outage stays complete); each drop is logged
+and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import random
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from chatspan.config import SpoolSettings
+from chatspan.records import SpanData, SpanEvent
+
+_logger = logging.getLogger(__name__)
+
+SUFFIX = ".batch.json"
+RETRY_MIN_S = 0.5
+RETRY_MAX_S = 30.0
+
+
+def default_directory() -> Path:
+    """``$XDG_STATE_HOME/chatspan/spool`` (``~/.local/state/chatspan/spool``)."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(state) / "chatspan" / "spool"
+
+
+def open_spool(
+    settings: SpoolSettings,
+    kind: str,
+    destination: str,
+    deliver: Callable[[list[SpanData]], None],
+) -> Spool | None:
+    """The spool of one exporter kind and destination, or None when spooling is off.
+
+    Each destination has a directory of its own (named by a digest of it), so two apps
+    on one host exporting to different databases never replay into each other's.
+    """
+    if not settings.enabled:
+        return None
+    root = Path(settings.directory) if settings.directory else default_directory()
+    digest = hashlib.sha256(destination.encode()).hexdigest()[:12]
+    return Spool(root / f"{kind}-{digest}", deliver, max_bytes=settings.max_bytes, name=kind)
+
+
+@dataclass
+class SpoolCounters:
+    spooled: int = 0
+    replayed: int = 0
+    dropped: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"spooled": self.spooled, "replayed": self.replayed, "dropped": self.dropped}
+
+
+class Spool:
+    """Batches of spans on disk, and the thread that delivers them.
+
+    `deliver(spans)` must store the batch or raise; it runs on the spool's thread.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        deliver: Callable[[list[SpanData]], None],
+        *,
+        max_bytes: int,
+        name: str,
+    ) -> None:
+        self.directory = directory
+        self._deliver = deliver
+        self._max_bytes = max_bytes
+        self._name = name
+        self.counters = SpoolCounters()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+        self._pid = os.getpid()
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "incoming").mkdir(exist_ok=True)
+
+    # -- writing ------------------------------------------------------------------
+
+    def put(self, spans: Sequence[SpanData]) -> bool:
+        """Keep a batch on disk; False when the spool is full and the batch was dropped."""
+        body = json.dumps([_encode(span) for span in spans], separators=(",", ":")).encode()
+        if self.size() + len(body) > self._max_bytes:
+            self.counters.dropped += 1
+            _logger.error(
+                "chatspan: the %s spool in %s is full (%d bytes); dropped a batch of %d span(s) "
+                "(dropped so far: %d)",
+                self._name,
+                self.directory,
+                self._max_bytes,
+                len(spans),
+                self.counters.dropped,
+            )
+            return False
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex}{SUFFIX}"
+        descriptor, aside = tempfile.mkstemp(dir=self.directory / "incoming")
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(body)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(aside, self.directory / name)  # whole or not at all
+        _fsync_directory(self.directory)
+        self.counters.spooled += 1
+        _logger.warning(
+            "chatspan: kept a batch of %d span(s) in the %s spool to deliver later "
+            "(spooled %d, replayed %d, dropped %d)",
+            len(spans),
+            self._name,
+            *self.counters.as_dict().values(),
+        )
+        self.start()
+        self._wake.set()
+        return True
+
+    def size(self) -> int:
+        return sum(path.stat().st_size for path in self._files(existing_only=True))
+
+    def pending(self) -> int:
+        return len(list(self._files(existing_only=True)))
+
+    # -- replaying ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start (or, after a fork, restart) the replay thread."""
+        with self._thread_lock:
+            if self._pid != os.getpid():  # a forked child: the parent's thread is not here
+                self._pid, self._thread = os.getpid(), None
+                self._wake, self._stop = threading.Event(), threading.Event()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name=f"chatspan-{self._name}-spool", daemon=True
+                )
+                self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def replay_once(self) -> bool:
+        """Deliver every file this process can lock; True when none failed."""
+        return self._replay_all(threading.Event())
+
+    def _replay_all(self, stop: threading.Event) -> bool:
+        for path in self._files(existing_only=False):
+            if stop.is_set():
+                return True
+            if self._replay(path) is False:
+                return False
+        return True
+
+    def _run(self) -> None:
+        delay = RETRY_MIN_S
+        while not self._stop.is_set():
+            try:
+                delivered = self._replay_all(self._stop)
+            except Exception:  # the thread must not die silently: log and go on
+                _logger.exception("chatspan: the %s spool's replay failed unexpectedly", self._name)
+                delivered = False
+            if delivered:
+                delay = RETRY_MIN_S
+                self._wake.wait(60)  # until a new batch arrives, or a minute passes
+            else:
+                self._wake.wait(random.uniform(delay / 2, delay))  # noqa: S311
+                delay = min(RETRY_MAX_S, delay * 2)
+            self._wake.clear()
+
+    def _replay(self, path: Path) -> bool | None:
+        """True: delivered; False: the destination failed; None: someone else has it."""
+        with _locked(path) as file:
+            if file is None:
+                return None
+            spans = [_decode(item) for item in json.loads(file.read())]
+            try:
+                self._deliver(spans)
+            except Exception as failure:
+                _logger.warning(
+                    "chatspan: the %s spool could not deliver yet (%s); %d batch(es) waiting",
+                    self._name,
+                    type(failure).__name__,
+                    self.pending(),
+                )
+                return False
+            self.counters.replayed += 1
+            path.unlink()
+            _fsync_directory(self.directory)
+        _logger.info(
+            "chatspan: delivered a spooled batch of %d span(s) (%s spool: spooled %d, "
+            "replayed %d, dropped %d)",
+            len(spans),
+            self._name,
+            *self.counters.as_dict().values(),
+        )
+        return True
+
+    def _files(self, *, existing_only: bool) -> Iterator[Path]:
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.endswith(SUFFIX):
+                path = self.directory / name
+                if not existing_only or path.exists():
+                    yield path
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[object | None]:
+    """The file, opened and exclusively locked by this process; None if unavailable."""
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:
+        yield None  # delivered by another process meanwhile
+        return
+    with file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield None  # another process is replaying it
+            return
+        try:
+            # Locked, but is it still the file? It may have been delivered and removed
+            # between our open and our lock.
+            if not path.exists() or os.stat(path).st_ino != os.fstat(file.fileno()).st_ino:
+                yield None
+                return
+            yield file
+        finally:
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _encode(span: SpanData) -> dict:
+    return {
+        "t": f"{span.trace_id:032x}",
+        "s": f"{span.span_id:016x}",
+        "n": span.name,
+        "b": span.start_ns,
+        "e": span.end_ns,
+        "x": span.is_error,
+        "a": dict(span.attributes),
+        "v": [[event.name, event.timestamp_ns, dict(event.attributes)] for event in span.events],
+        "r": span.service_name,
+    }
+
+
+def _decode(item: dict) -> SpanData:
+    return SpanData(
+        int(item["t"], 16),
+        int(item["s"], 16),
+        item["n"],
+        item["b"],
+        item["e"],
+        item["x"],
+        item["a"],
+        tuple(SpanEvent(name, timestamp, attributes) for name, timestamp, attributes in item["v"]),
+        item["r"],
+    )
