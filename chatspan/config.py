@@ -229,7 +229,7 @@ class SupabaseSettings:
     service_key: str
     tables: tuple[str, ...] = ("error",)
     request_timeout_s: float = 10.0
-    export_timeout_s: float = 30.0
+    export_timeout_s: float = 10.0
     batch_rows: int = 500
 
     def __repr__(self) -> str:  # the key stays out of logs and tracebacks
@@ -264,7 +264,7 @@ class SupabaseSettings:
             service_key=key,
             tables=tables,
             request_timeout_s=env_float("CHATSPAN_SUPABASE_REQUEST_TIMEOUT_S", 10.0, environ=env),
-            export_timeout_s=env_float("CHATSPAN_SUPABASE_EXPORT_TIMEOUT_S", 30.0, environ=env),
+            export_timeout_s=env_float("CHATSPAN_SUPABASE_EXPORT_TIMEOUT_S", 10.0, environ=env),
         )
 
 

@@ -76,10 +76,14 @@ def test_a_failing_destination_keeps_the_batch_and_is_retried(tmp_path, caplog):
     assert "could not deliver yet (ConnectionRefusedError)" in caplog.text
 
 
+def _unreachable(spans: list[SpanData]) -> None:
+    raise OSError("down")
+
+
 def test_a_full_spool_drops_the_new_batch_keeps_the_old_and_says_so(tmp_path, caplog):
     spool = Spool(
         tmp_path,
-        lambda spans: (_ for _ in ()).throw(OSError("down")),
+        _unreachable,
         max_bytes=60_000,
         name="test",
     )
@@ -200,3 +204,30 @@ def _refuse_connections(admin_dsn: str, database: str, refuse: bool) -> None:
                 "WHERE datname = %s AND pid <> pg_backend_pid()",
                 (database,),
             )
+
+
+def test_healthz_shows_what_waits_in_the_spool(postgres_database, spool_directory):
+    from fastapi.testclient import TestClient
+
+    from chatspan.config import ApiSettings
+    from chatspan.query_api import create_app
+
+    waiting = Spool(
+        Path(spool_directory) / "postgres-0123456789ab",
+        _unreachable,
+        max_bytes=10**9,
+        name="postgres",
+    )
+    waiting.stop()
+    waiting.put(_batch(3))
+    waiting.put(_batch(2))
+    app = create_app(ApiSettings(database_url=postgres_database, admin_api_keys=("k" * 20,)))
+    with TestClient(app) as client:
+        spool = client.get("/healthz").json()["spool"]
+    app.state.engine.dispose()
+    (queue,) = spool["queues"]
+    assert queue["name"] == "postgres-0123456789ab"
+    assert queue["pending_batches"] == 2
+    assert queue["pending_bytes"] > 0
+    mine = next(c for c in spool["this_process"] if c["name"] == "postgres-0123456789ab")
+    assert mine["spooled"] == 2

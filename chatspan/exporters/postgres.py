@@ -45,12 +45,17 @@ class PostgresSpanExporter(SpanExporter):
         self._spool = open_spool(
             spool or SpoolSettings.from_env(), "postgres", safe_url(self._engine.url), self._store
         )
+        if self._spool is not None and self._spool.pending():
+            self._spool.start()  # what an earlier (perhaps crashed) process left behind
         self._is_shutdown = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._is_shutdown:
             return SpanExportResult.FAILURE
         batch = [SpanData.from_sdk(span) for span in spans]
+        if self._spool is not None and self._spool.backing_up:
+            # The destination is down and earlier batches wait: queue behind them at once.
+            return SpanExportResult.SUCCESS if self._spool.put(batch) else SpanExportResult.FAILURE
         try:
             self._store(batch)
         except Exception as failure:

@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ _logger = logging.getLogger(__name__)
 
 SUFFIX = ".batch.json"
 RETRY_MIN_S = 0.5
-RETRY_MAX_S = 30.0
+RETRY_MAX_S = 15.0
 
 
 def default_directory() -> Path:
@@ -68,6 +69,27 @@ def open_spool(
     root = Path(settings.directory) if settings.directory else default_directory()
     digest = hashlib.sha256(destination.encode()).hexdigest()[:12]
     return Spool(root / f"{kind}-{digest}", deliver, max_bytes=settings.max_bytes, name=kind)
+
+
+_LIVE: weakref.WeakSet[Spool] = weakref.WeakSet()
+
+
+def status(settings: SpoolSettings) -> dict:
+    """What waits in the spool directories, and this process's counters (for /healthz)."""
+    root = Path(settings.directory) if settings.directory else default_directory()
+    queues = []
+    if root.is_dir():
+        for directory in sorted(p for p in root.iterdir() if p.is_dir()):
+            files = [f for f in directory.glob(f"*{SUFFIX}") if f.exists()]
+            queues.append(
+                {
+                    "name": directory.name,
+                    "pending_batches": len(files),
+                    "pending_bytes": sum(f.stat().st_size for f in files if f.exists()),
+                }
+            )
+    counters = [{"name": spool.directory.name, **spool.counters.as_dict()} for spool in _LIVE]
+    return {"directory": str(root), "queues": queues, "this_process": counters}
 
 
 @dataclass
@@ -104,8 +126,10 @@ class Spool:
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self._pid = os.getpid()
+        self._failing = False  # the destination failed and the backlog is not delivered yet
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "incoming").mkdir(exist_ok=True)
+        _LIVE.add(self)
 
     # -- writing ------------------------------------------------------------------
 
@@ -133,6 +157,7 @@ class Spool:
         os.replace(aside, self.directory / name)  # whole or not at all
         _fsync_directory(self.directory)
         self.counters.spooled += 1
+        self._failing = True
         _logger.warning(
             "chatspan: kept a batch of %d span(s) in the %s spool to deliver later "
             "(spooled %d, replayed %d, dropped %d)",
@@ -143,6 +168,12 @@ class Spool:
         self.start()
         self._wake.set()
         return True
+
+    @property
+    def backing_up(self) -> bool:
+        """The destination is failing and batches wait: new ones should join the queue
+        directly rather than hold the exporter's thread on a destination that is down."""
+        return self._failing and self.pending() > 0
 
     def size(self) -> int:
         return sum(path.stat().st_size for path in self._files(existing_only=True))
@@ -180,7 +211,9 @@ class Spool:
             if stop.is_set():
                 return True
             if self._replay(path) is False:
+                self._failing = True
                 return False
+        self._failing = False
         return True
 
     def _run(self) -> None:

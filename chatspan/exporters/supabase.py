@@ -78,12 +78,17 @@ class SupabaseSpanExporter(SpanExporter):
         self._spool = open_spool(
             spool or SpoolSettings.from_env(), "supabase", self._settings.url, self._replay
         )
+        if self._spool is not None and self._spool.pending():
+            self._spool.start()  # what an earlier (perhaps crashed) process left behind
         self._is_shutdown = False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._is_shutdown:
             return SpanExportResult.FAILURE
         batch = [SpanData.from_sdk(span) for span in spans]
+        if self._spool is not None and self._spool.backing_up:
+            # The destination is down and earlier batches wait: queue behind them at once.
+            return SpanExportResult.SUCCESS if self._spool.put(batch) else SpanExportResult.FAILURE
         try:
             outcome = self._deliver(batch)
         except Exception as failure:  # never into the app's span processor

@@ -8,7 +8,8 @@ from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, exc, text
 
-from chatspan.config import ApiSettings
+from chatspan.config import ApiSettings, SpoolSettings
+from chatspan.exporters.spool import status as spool_status
 from chatspan.query_api.ingest import router as ingest_router
 from chatspan.query_api.models import Health
 from chatspan.query_api.routes import router
@@ -41,7 +42,8 @@ def create_app(
 
     @app.get("/healthz", response_model=Health, tags=["service"])
     def healthz(request: Request) -> JSONResponse:
-        """Whether the database answers."""
+        """Whether the database answers, and what waits in the spool."""
+        spool = spool_status(SpoolSettings.from_env())
         try:
             with request.app.state.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
@@ -50,10 +52,10 @@ def create_app(
                 "chatspan: health check: database unreachable: %s", describe_error(error)
             )
             return JSONResponse(
-                {"status": "unavailable", "database": "unreachable"},
+                {"status": "unavailable", "database": "unreachable", "spool": spool},
                 status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             )
-        return JSONResponse({"status": "ok", "database": "reachable"})
+        return JSONResponse({"status": "ok", "database": "reachable", "spool": spool})
 
     @app.exception_handler(exc.OperationalError)
     @app.exception_handler(exc.InterfaceError)

@@ -146,6 +146,26 @@ class Problem(BaseModel):
     detail: str
 
 
+class SpoolQueue(BaseModel):
+    name: str
+    pending_batches: int
+    pending_bytes: int
+
+
+class SpoolCounters(BaseModel):
+    name: str
+    spooled: int
+    replayed: int
+    dropped: int
+
+
+class SpoolStatus(BaseModel):
+    directory: str
+    queues: list[SpoolQueue] = Field(description="batches waiting on disk, per exporter")
+    this_process: list[SpoolCounters] = Field(description="this process's own exporters")
+
+
 class Health(BaseModel):
     status: str
     database: str
+    spool: SpoolStatus | None = None
