@@ -8,6 +8,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 
 from chatspan.config import ApiSettings, ConfigError, StoreSettings
 from chatspan.store.engine import make_engine, safe_url
@@ -42,6 +43,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     search.add_argument("action", choices=["create", "drop"])
     search.set_defaults(run=_search_index)
+    partition = db_commands.add_parser(
+        "partition",
+        help="PostgreSQL: partition both tables by month (once) and create coming months",
+    )
+    partition.add_argument("--months-ahead", type=int, default=3)
+    partition.set_defaults(run=_partition)
+
+    retention = commands.add_parser("retention", help="remove or redact rows older than an age")
+    retention.add_argument("--older-than", required=True, type=_age, help="e.g. 30d, 12h, 2w")
+    retention.add_argument("--table", choices=["dify_logs", "error"], help="default: both")
+    retention.add_argument("--dry-run", action="store_true", help="only count")
+    retention.add_argument(
+        "--redact-content",
+        action="store_true",
+        help="keep the rows and their metrics, blank the chat text and error messages",
+    )
+    retention.set_defaults(run=_retention)
+
+    export = commands.add_parser("export", help="write rows as CSV or JSON lines")
+    export.add_argument("--table", choices=["dify_logs", "error"], default="dify_logs")
+    export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    export.add_argument("--output", "-o", help="a file (default: standard output)")
+    export.add_argument("--since", type=_moment)
+    export.add_argument("--until", type=_moment)
+    for name in ("user-id", "app-id", "conversation-id", "status", "type-error", "node"):
+        export.add_argument(f"--{name}")
+    export.set_defaults(run=_export)
 
     serve = commands.add_parser("serve", help="serve the admin query API")
     _serving_options(serve, default_port=8000)
@@ -82,6 +110,102 @@ def _search_index(args: argparse.Namespace) -> int:
     getattr(search_index, args.action)(engine)
     print(f"text search indexes: {args.action} done on {safe_url(engine.url)}")
     return 0
+
+
+def _partition(args: argparse.Namespace) -> int:
+    from chatspan.store import partitions  # noqa: PLC0415
+
+    settings = StoreSettings.from_env()
+    engine = make_engine(settings.database_url, timeout_s=3600)
+    upgrade(engine)
+    converted = partitions.partition(engine)
+    created = partitions.ensure_months(engine, args.months_ahead)
+    print(
+        f"partitioned now: {', '.join(converted) or 'none (already)'}; "
+        f"new monthly partitions: {', '.join(created) or 'none needed'}"
+    )
+    return 0
+
+
+def _retention(args: argparse.Namespace) -> int:
+    from chatspan.store import partitions, retention  # noqa: PLC0415
+
+    settings = StoreSettings.from_env()
+    engine = make_engine(settings.database_url, timeout_s=3600)
+    cutoff = datetime.now(timezone.utc) - args.older_than
+    verb = "would " if args.dry_run else ""
+    action = "redact" if args.redact_content else "delete"
+    for table in [args.table] if args.table else ["dify_logs", "error"]:
+        result = retention.apply(
+            engine,
+            table,
+            cutoff,
+            dry_run=args.dry_run,
+            redact=args.redact_content,
+            progress=_progress_bar(f"{table}: {action}"),
+        )
+        months = (
+            f", dropping partitions {', '.join(result.dropped_partitions)}"
+            if result.dropped_partitions
+            else ""
+        )
+        done = result.matched if args.dry_run else result.changed
+        when = f"{cutoff:%Y-%m-%d %H:%M} UTC"
+        print(f"{table}: {verb}{action} {done:,} row(s) older than {when}{months}")
+    if engine.dialect.name == "postgresql" and not args.dry_run:
+        partitions.ensure_months(engine)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from chatspan.export import export_lines  # noqa: PLC0415
+    from chatspan.store.queries import ChatFilters, ErrorFilters, Window  # noqa: PLC0415
+
+    settings = StoreSettings.from_env()
+    engine = make_engine(settings.database_url, timeout_s=3600)
+    window = Window(args.since, args.until)
+    if args.table == "dify_logs":
+        filters = ChatFilters(window, args.user_id, args.app_id, args.conversation_id, args.status)
+    else:
+        filters = ErrorFilters(window, args.user_id, args.app_id, args.type_error, args.node)
+    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for chunk in export_lines(engine, filters, args.format):
+            out.write(chunk)
+    finally:
+        if args.output:
+            out.close()
+    return 0
+
+
+def _age(value: str) -> timedelta:
+    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    number, unit = value[:-1], value[-1:].lower()
+    if unit not in units or not number.isdigit() or int(number) <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: use a number and m, h, d or w (e.g. 30d)")
+    return timedelta(**{units[unit]: int(number)})
+
+
+def _moment(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 date or time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _progress_bar(label: str, width: int = 30):
+    """A one-line progress bar on standard error."""
+
+    def show(done: int, total: int) -> None:
+        share = done / total if total else 1.0
+        filled = round(width * share)
+        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -8,9 +8,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 from pydantic import StringConstraints
 from sqlalchemy import Connection, Engine
 
+from chatspan.export import MEDIA_TYPES, export_lines
 from chatspan.query_api.auth import Admin, Reader, require_reader_of
 from chatspan.query_api.models import (
     ChatLogPage,
@@ -115,6 +117,64 @@ def error_groups(
         group["sample_id"] = _uuid(group["sample_id"]) if group["sample_id"] else None
         group["sample_trace_url"] = _trace_url(request, group["sample_trace_id"])
     return {"data": groups, "page": page, "per_page": per_page, "has_more": has_more}
+
+
+ExportFormat = Annotated[Literal["csv", "jsonl"], Query(alias="format")]
+
+
+@router.get(
+    "/chat-logs/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
+)
+def export_chat_logs(
+    request: Request,
+    _admin: Admin,
+    export_format: ExportFormat = "csv",
+    user_id: Text | None = None,
+    app_id: Text | None = None,
+    conversation_id: Text | None = None,
+    status: Status | None = None,
+    since: Since = None,
+    until: Until = None,
+    q: Search | None = None,
+) -> StreamingResponse:
+    """Every chat the filters match, oldest first, streamed as CSV or JSON lines."""
+    filters = ChatFilters(_window(since, until), user_id, app_id, conversation_id, status, q)
+    return _export(request, filters, export_format, "dify_logs")
+
+
+@router.get(
+    "/error-logs/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
+)
+def export_error_logs(
+    request: Request,
+    _admin: Admin,
+    export_format: ExportFormat = "csv",
+    user_id: Text | None = None,
+    app_id: Text | None = None,
+    type_error: Text | None = None,
+    node: Text | None = None,
+    fingerprint: Text | None = None,
+    since: Since = None,
+    until: Until = None,
+) -> StreamingResponse:
+    """Every error the filters match, oldest first, streamed as CSV or JSON lines."""
+    filters = ErrorFilters(_window(since, until), user_id, app_id, type_error, node, fingerprint)
+    return _export(request, filters, export_format, "error")
+
+
+def _export(
+    request: Request, filters: ChatFilters | ErrorFilters, fmt: str, table: str
+) -> StreamingResponse:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return StreamingResponse(
+        export_lines(request.app.state.engine, filters, fmt),
+        media_type=MEDIA_TYPES[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{table}-{stamp}.{fmt}"'},
+    )
 
 
 @router.get("/users/{user_id}/chat-history", response_model=ChatLogPage)

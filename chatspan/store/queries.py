@@ -112,7 +112,8 @@ class ErrorFilters:
     fingerprint: str | None = None
 
 
-def list_chats(connection: Connection, filters: ChatFilters, paging: Paging) -> Page:
+def chat_conditions(filters: ChatFilters) -> list[Any]:
+    """The WHERE conditions of a chat filter (lists and exports share them)."""
     table = dify_logs
     conditions = _window(table, filters.window) + _equal(
         table,
@@ -129,12 +130,11 @@ def list_chats(connection: Connection, filters: ChatFilters, paging: Paging) -> 
                 table.c.output_text.ilike(pattern, escape="\\"),
             )
         )
-        return _page(connection, table, conditions, paging, count_cap=SEARCH_COUNT_CAP)
-    return _page(connection, table, conditions, paging)
+    return conditions
 
 
-def list_errors(connection: Connection, filters: ErrorFilters, paging: Paging) -> Page:
-    conditions = _window(error, filters.window) + _equal(
+def error_conditions(filters: ErrorFilters) -> list[Any]:
+    return _window(error, filters.window) + _equal(
         error,
         user_id=filters.user_id,
         app_id=filters.app_id,
@@ -142,7 +142,15 @@ def list_errors(connection: Connection, filters: ErrorFilters, paging: Paging) -
         node=filters.node,
         fingerprint=filters.fingerprint,
     )
-    return _page(connection, error, conditions, paging)
+
+
+def list_chats(connection: Connection, filters: ChatFilters, paging: Paging) -> Page:
+    cap = SEARCH_COUNT_CAP if filters.q else COUNT_CAP
+    return _page(connection, dify_logs, chat_conditions(filters), paging, count_cap=cap)
+
+
+def list_errors(connection: Connection, filters: ErrorFilters, paging: Paging) -> Page:
+    return _page(connection, error, error_conditions(filters), paging)
 
 
 def error_groups(
@@ -154,14 +162,7 @@ def error_groups(
     per_page: int = 20,
 ) -> tuple[list[dict[str, Any]], bool]:
     """Errors grouped by fingerprint, with the newest occurrence as the sample."""
-    conditions = _window(error, filters.window) + _equal(
-        error,
-        user_id=filters.user_id,
-        app_id=filters.app_id,
-        type_error=filters.type_error,
-        node=filters.node,
-        fingerprint=filters.fingerprint,
-    )
+    conditions = error_conditions(filters)
     count = func.count().label("count")
     last_seen = func.max(error.c.created_at).label("last_seen")
     groups = (

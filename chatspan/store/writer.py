@@ -8,8 +8,9 @@ On PostgreSQL with psycopg 3 chats are mapped and COPied straight into the table
 stream, inside a savepoint: the fastest path there is, and the database works on early
 rows while later spans are still being mapped. Only when a row is already there (a
 retry) does it fall back to COPY into a temporary table and
-``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING``. Other drivers and SQLite use a
-multi-row ``INSERT ... ON CONFLICT DO NOTHING``.
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. Other drivers and SQLite use a
+multi-row ``INSERT ... ON CONFLICT DO NOTHING``. (No conflict target is named: on the
+monthly-partitioned schema the key is (id, created_at), and both are deterministic.)
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class RecordWriter:
         self, connection: Connection, table: Table, records: Sequence[ChatRecord | ErrorRecord]
     ) -> None:
         if records:
-            statement = self._insert(table).on_conflict_do_nothing(index_elements=["id"])
+            statement = self._insert(table).on_conflict_do_nothing()
             connection.execute(statement, [record.row() for record in records])
 
     def _write_one_by_one(self, batch: MappedBatch) -> int:
@@ -152,7 +153,7 @@ def _copy(
             copy_into(stage, collected)
             cursor.execute(
                 f'INSERT INTO "{table.name}" ({column_list}) SELECT {column_list} FROM "{stage}" '
-                "ON CONFLICT (id) DO NOTHING"
+                "ON CONFLICT DO NOTHING"
             )
     except (psycopg.DataError, psycopg.IntegrityError) as failure:
         # The same signal the INSERT path gives, so write() isolates the bad record.
