@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine, exc, text
 
 from chatspan.config import ApiSettings, SpoolSettings
@@ -18,6 +20,7 @@ from chatspan.store.migrate import SchemaGate
 from chatspan.store.writer import RecordWriter
 
 _logger = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
 
 
 def create_app(
@@ -39,6 +42,8 @@ def create_app(
     app.state.schema = SchemaGate(app.state.engine, enabled=settings.auto_migrate)
     app.include_router(router)
     app.include_router(ingest_router)
+    # The admin page: static files, signed in with an admin key held in the browser tab.
+    app.mount("/console/admin", StaticFiles(directory=STATIC, html=True), name="admin-page")
 
     @app.get("/healthz", response_model=Health, tags=["service"])
     def healthz(request: Request) -> JSONResponse:

@@ -177,7 +177,7 @@ def _export(
     )
 
 
-@router.get("/users/{user_id}/chat-history", response_model=ChatLogPage)
+@router.get("/users/{user_id:path}/chat-history", response_model=ChatLogPage)
 def chat_history(
     request: Request,
     who: Reader,
