@@ -315,3 +315,39 @@ class SpoolSettings:
             directory=env_str("CHATSPAN_SPOOL_DIR", "", env) or None,
             max_bytes=int(env_float("CHATSPAN_SPOOL_MAX_BYTES", 1024 * 1024 * 1024, environ=env)),
         )
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """When the query service posts to a webhook, and how often it may repeat itself."""
+
+    webhook_url: str | None = None
+    window_minutes: float = 5.0
+    errors: int = 10  # errors in the window; 0 turns the rule off
+    error_rate: float = 0.2  # share of chats with status error; 0 turns the rule off
+    min_chats: int = 20  # the error rate needs at least this many chats in the window
+    new_fingerprint: bool = True
+    cooldown_minutes: float = 30.0
+    interval_s: float = 60.0
+
+    def __repr__(self) -> str:  # a webhook URL is a secret (Slack's are)
+        return f"AlertSettings(webhook_url={'<set>' if self.webhook_url else None}, ...)"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AlertSettings:
+        env = environ if environ is not None else os.environ
+        url = env_str("CHATSPAN_ALERT_WEBHOOK_URL", "", env) or None
+        if url is not None and not url.startswith(("https://", "http://")):
+            raise ConfigError("CHATSPAN_ALERT_WEBHOOK_URL must be an http(s) URL")
+        return cls(
+            webhook_url=url,
+            window_minutes=env_float("CHATSPAN_ALERT_WINDOW_MINUTES", 5.0, environ=env),
+            errors=int(env_float("CHATSPAN_ALERT_ERRORS", 10, minimum=-1, environ=env)),
+            error_rate=env_float("CHATSPAN_ALERT_ERROR_RATE", 0.2, minimum=-1, environ=env),
+            min_chats=int(env_float("CHATSPAN_ALERT_MIN_CHATS", 20, minimum=-1, environ=env)),
+            new_fingerprint=env_bool("CHATSPAN_ALERT_NEW_FINGERPRINT", True, env),
+            cooldown_minutes=env_float(
+                "CHATSPAN_ALERT_COOLDOWN_MINUTES", 30.0, minimum=-1, environ=env
+            ),
+            interval_s=env_float("CHATSPAN_ALERT_INTERVAL_S", 60.0, environ=env),
+        )

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine, exc, text
 
-from chatspan.config import ApiSettings, SpoolSettings
+from chatspan.config import AlertSettings, ApiSettings, SpoolSettings
 from chatspan.exporters.spool import status as spool_status
+from chatspan.query_api.alerts import Alerter
 from chatspan.query_api.ingest import router as ingest_router
 from chatspan.query_api.models import Health
 from chatspan.query_api.routes import router
@@ -24,14 +29,33 @@ STATIC = Path(__file__).parent / "static"
 
 
 def create_app(
-    settings: ApiSettings | None = None, *, engine: Engine | None = None, insecure: bool = False
+    settings: ApiSettings | None = None,
+    *,
+    engine: Engine | None = None,
+    insecure: bool = False,
+    alerts: AlertSettings | None = None,
 ) -> FastAPI:
     """The query service. `insecure` lets every request in as an admin (local use only)."""
     settings = settings or ApiSettings.from_env()
+    alerts = alerts if alerts is not None else AlertSettings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        watcher = None
+        if alerts.webhook_url:
+            app.state.alerter = Alerter(app.state.engine, alerts)
+            watcher = asyncio.create_task(_watch(app.state.alerter, alerts.interval_s))
+        yield
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
     app = FastAPI(
         title="chatspan",
         summary="Chats and errors recorded from an LLM chat app, for its admins.",
         version="0.1.0",
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.engine = engine or make_engine(
@@ -74,3 +98,13 @@ def create_app(
         )
 
     return app
+
+
+async def _watch(alerter: Alerter, interval_s: float) -> None:
+    """Check the alert rules forever; a failed check is logged, and the next one runs."""
+    while True:
+        try:
+            await run_in_threadpool(alerter.check)
+        except Exception as failure:
+            _logger.warning("chatspan: the alert check failed: %s", describe_error(failure))
+        await asyncio.sleep(interval_s)
