@@ -88,8 +88,19 @@ def chat_blocking(body: dict[str, Any], mode: str = "chat") -> dict[str, Any]:
     }
 
 
-def _sse(payload: dict[str, Any]) -> bytes:
+def sse(payload: dict[str, Any]) -> bytes:
+    """One server-sent event, as Dify writes it."""
     return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def common_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """What every event of one answer carries."""
+    return {
+        "conversation_id": body.get("conversation_id") or _id(body, "conversation"),
+        "message_id": _id(body, "message"),
+        "created_at": CREATED_AT,
+        "task_id": _id(body, "task"),
+    }
 
 
 def chat_stream(body: dict[str, Any]) -> Iterator[bytes]:
@@ -98,12 +109,7 @@ def chat_stream(body: dict[str, Any]) -> Iterator[bytes]:
     if "[raise]" in query:
         raise ChatFailure("the model adapter crashed while building the prompt")
     answer = answer_for(query)
-    common = {
-        "conversation_id": body.get("conversation_id") or _id(body, "conversation"),
-        "message_id": _id(body, "message"),
-        "created_at": CREATED_AT,
-        "task_id": _id(body, "task"),
-    }
+    common = common_fields(body)
     pieces = [word + " " for word in answer.split(" ")]
     pieces[-1] = pieces[-1].rstrip()
     delay = 0.2 if "[slow]" in query else 0.0
@@ -112,11 +118,11 @@ def chat_stream(body: dict[str, Any]) -> Iterator[bytes]:
         if delay:
             time.sleep(delay)
         kind = "agent_message" if index == 1 else "message"
-        yield _sse({"event": kind, "id": common["message_id"], "answer": piece, **common})
+        yield sse({"event": kind, "id": common["message_id"], "answer": piece, **common})
         if index == 2:
-            yield _sse({"event": "node_retry", "data": {"retry_index": 1}, **common})
+            yield sse({"event": "node_retry", "data": {"retry_index": 1}, **common})
             if "[stream-error]" in query:
-                yield _sse(
+                yield sse(
                     {
                         "event": "error",
                         "status": 400,
@@ -127,11 +133,11 @@ def chat_stream(body: dict[str, Any]) -> Iterator[bytes]:
                 )
                 return
     if "[replace]" in query:
-        yield _sse({"event": "message_replace", "answer": "This answer was moderated.", **common})
+        yield sse({"event": "message_replace", "answer": "This answer was moderated.", **common})
     audio = base64.b64encode(b"\x00\x01" * 4096).decode()
-    yield _sse({"event": "tts_message", "audio": audio, **common})
-    yield _sse({"event": "tts_message_end", "audio": "", **common})
-    yield _sse({"event": "message_end", "metadata": {"usage": _usage(query, answer)}, **common})
+    yield sse({"event": "tts_message", "audio": audio, **common})
+    yield sse({"event": "tts_message_end", "audio": "", **common})
+    yield sse({"event": "message_end", "metadata": {"usage": _usage(query, answer)}, **common})
 
 
 def workflow_blocking(body: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +156,7 @@ def workflow_stream(body: dict[str, Any]) -> Iterator[bytes]:
     """A three-node workflow: start, an HTTP request node, an LLM node."""
     inputs = body.get("inputs") or {}
     run = {"workflow_run_id": _id(body, "workflow_run"), "task_id": _id(body, "task")}
-    yield _sse(
+    yield sse(
         {
             "event": "workflow_started",
             **run,
@@ -164,17 +170,17 @@ def workflow_stream(body: dict[str, Any]) -> Iterator[bytes]:
     ]
     for index, (node_id, node_type, title) in enumerate(nodes):
         node = {"node_id": node_id, "node_type": node_type, "title": title, "index": index}
-        yield _sse({"event": "node_started", **run, "data": node})
+        yield sse({"event": "node_started", **run, "data": node})
         if inputs.get("fail") and node_type == "http-request":
             error = "HTTP request to weather service timed out after 10 s"
-            yield _sse(
+            yield sse(
                 {
                     "event": "node_finished",
                     **run,
                     "data": {**node, "status": "failed", "error": error, "elapsed_time": 10.0},
                 }
             )
-            yield _sse(
+            yield sse(
                 {
                     "event": "workflow_finished",
                     **run,
@@ -189,7 +195,7 @@ def workflow_stream(body: dict[str, Any]) -> Iterator[bytes]:
                 }
             )
             return
-        yield _sse(
+        yield sse(
             {
                 "event": "node_finished",
                 **run,
@@ -198,7 +204,7 @@ def workflow_stream(body: dict[str, Any]) -> Iterator[bytes]:
         )
     city = inputs.get("city", "Berlin")
     outputs = {"answer": f"Tomorrow in {city}: sunny, 21 degrees."}
-    yield _sse(
+    yield sse(
         {
             "event": "workflow_finished",
             **run,
@@ -236,8 +242,8 @@ def openai_stream(body: dict[str, Any]) -> Iterator[bytes]:
     completion = openai_blocking(body)
     base = {"id": completion["id"], "object": "chat.completion.chunk", "model": completion["model"]}
     for word in completion["choices"][0]["message"]["content"].split(" "):
-        yield _sse({**base, "choices": [{"index": 0, "delta": {"content": word + " "}}]})
-    yield _sse(
+        yield sse({**base, "choices": [{"index": 0, "delta": {"content": word + " "}}]})
+    yield sse(
         {
             **base,
             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],

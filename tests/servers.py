@@ -31,6 +31,41 @@ COMMANDS = {
         "chatspan.examples.dify_flask:app",
     ],
     "uvicorn": ["uvicorn", "chatspan.examples.dify_fastapi:app", "--port", "{port}"],
+    # Dify's process model: gunicorn with gevent (or sync) workers, and uvicorn workers.
+    "gunicorn-gevent": [
+        "gunicorn",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--worker-class",
+        "gevent",
+        "--workers",
+        "2",
+        "--graceful-timeout",
+        "20",
+        "chatspan.examples.dify_gevent:app",
+    ],
+    "gunicorn-sync": [
+        "gunicorn",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--worker-class",
+        "sync",
+        "--workers",
+        "2",
+        "--graceful-timeout",
+        "20",
+        "chatspan.examples.dify_gevent:app",
+    ],
+    "gunicorn-uvicorn": [
+        "gunicorn",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--worker-class",
+        "uvicorn_worker.UvicornWorker",
+        "--workers",
+        "2",
+        "chatspan.examples.dify_fastapi:app",
+    ],
 }
 APP_KEY = "app-exampleKey0123456789abcdef"  # a placeholder key the example app accepts
 

@@ -27,6 +27,13 @@ from servers import wait_for
 from spans import chat_spans
 
 
+class QuietSpool(Spool):
+    """A spool whose files stay where they are: no replay thread of its own."""
+
+    def start(self) -> None:
+        pass
+
+
 def _batch(n: int, exception_every: int = 0) -> list[SpanData]:
     return [SpanData.from_sdk(span) for span in chat_spans(n, exception_every=exception_every)]
 
@@ -37,8 +44,7 @@ def _files(directory: Path) -> list[Path]:
 
 def test_a_batch_round_trips_through_the_disk(tmp_path):
     delivered = []
-    spool = Spool(tmp_path, delivered.append, max_bytes=10**8, name="test")
-    spool.stop()  # no replay thread: look at the file first
+    spool = QuietSpool(tmp_path, delivered.append, max_bytes=10**8, name="test")
     batch = _batch(5, exception_every=2)
     assert spool.put(batch) is True
     (path,) = _files(tmp_path)
@@ -81,13 +87,7 @@ def _unreachable(spans: list[SpanData]) -> None:
 
 
 def test_a_full_spool_drops_the_new_batch_keeps_the_old_and_says_so(tmp_path, caplog):
-    spool = Spool(
-        tmp_path,
-        _unreachable,
-        max_bytes=60_000,
-        name="test",
-    )
-    spool.stop()  # keep the files where they are
+    spool = QuietSpool(tmp_path, _unreachable, max_bytes=60_000, name="test")
     kept = 0
     with caplog.at_level(logging.ERROR, logger="chatspan"):
         for _ in range(20):
@@ -108,10 +108,9 @@ def _replay_in_child(directory: str, log: str) -> None:
 
 
 def test_several_processes_share_a_directory_and_replay_each_file_once(tmp_path):
-    writer = Spool(tmp_path, lambda spans: None, max_bytes=10**9, name="test")
-    writer.stop()
+    writer = QuietSpool(tmp_path, lambda spans: None, max_bytes=10**9, name="test")
     for _ in range(40):
-        writer.put(_batch(1))  # stopped: its thread exits at once, the files stay
+        writer.put(_batch(1))
     log = tmp_path / "delivered.log"
     context = multiprocessing.get_context("fork")
     children = [
@@ -212,13 +211,12 @@ def test_healthz_shows_what_waits_in_the_spool(postgres_database, spool_director
     from chatspan.config import ApiSettings
     from chatspan.query_api import create_app
 
-    waiting = Spool(
+    waiting = QuietSpool(
         Path(spool_directory) / "postgres-0123456789ab",
         _unreachable,
         max_bytes=10**9,
         name="postgres",
     )
-    waiting.stop()
     waiting.put(_batch(3))
     waiting.put(_batch(2))
     app = create_app(ApiSettings(database_url=postgres_database, admin_api_keys=("k" * 20,)))

@@ -15,6 +15,7 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from chatspan.concurrency import run_blocking
 from chatspan.config import SpoolSettings, StoreSettings
 from chatspan.exporters.spool import Spool, open_spool
 from chatspan.records import SpanData
@@ -57,7 +58,8 @@ class PostgresSpanExporter(SpanExporter):
             # The destination is down and earlier batches wait: queue behind them at once.
             return SpanExportResult.SUCCESS if self._spool.put(batch) else SpanExportResult.FAILURE
         try:
-            self._store(batch)
+            # Under gevent, off the hub's thread: a hung database must not stop requests.
+            run_blocking(self._store, batch)
         except Exception as failure:
             _logger.error(
                 "chatspan: could not store %d span(s) in %s: %s",

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatspan.concurrency import sleep, start_thread
 from chatspan.config import SpoolSettings
 from chatspan.records import SpanData, SpanEvent
 
@@ -121,11 +122,12 @@ class Spool:
         self._max_bytes = max_bytes
         self._name = name
         self.counters = SpoolCounters()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Plain flags, polled: the replay thread is a real OS thread even under gevent,
+        # where Events made after the patch could not wake it.
+        self._wake = False
+        self._stopping = False
+        self._running_pid: int | None = None  # the process whose replay thread runs
         self._thread_lock = threading.Lock()
-        self._pid = os.getpid()
         self._failing = False  # the destination failed and the backlog is not delivered yet
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "incoming").mkdir(exist_ok=True)
@@ -166,7 +168,7 @@ class Spool:
             *self.counters.as_dict().values(),
         )
         self.start()
-        self._wake.set()
+        self._wake = True
         return True
 
     @property
@@ -184,31 +186,28 @@ class Spool:
     # -- replaying ----------------------------------------------------------------
 
     def start(self) -> None:
-        """Start (or, after a fork, restart) the replay thread."""
+        """Start the replay thread of this process (after a fork, the child's own)."""
         with self._thread_lock:
-            if self._pid != os.getpid():  # a forked child: the parent's thread is not here
-                self._pid, self._thread = os.getpid(), None
-                self._wake, self._stop = threading.Event(), threading.Event()
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name=f"chatspan-{self._name}-spool", daemon=True
-                )
-                self._thread.start()
+            if self._running_pid == os.getpid():
+                return
+            self._running_pid = os.getpid()
+            self._stopping = False
+        start_thread(self._run, f"chatspan-{self._name}-spool")
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        """Ask the replay thread to end after the file it is on, and wait up to `timeout`."""
+        self._stopping = True
+        deadline = time.monotonic() + timeout
+        while self._running_pid == os.getpid() and time.monotonic() < deadline:
+            sleep(0.05)
 
     def replay_once(self) -> bool:
         """Deliver every file this process can lock; True when none failed."""
-        return self._replay_all(threading.Event())
+        return self._replay_all(lambda: False)
 
-    def _replay_all(self, stop: threading.Event) -> bool:
+    def _replay_all(self, stopping: Callable[[], bool]) -> bool:
         for path in self._files(existing_only=False):
-            if stop.is_set():
+            if stopping():
                 return True
             if self._replay(path) is False:
                 self._failing = True
@@ -218,19 +217,29 @@ class Spool:
 
     def _run(self) -> None:
         delay = RETRY_MIN_S
-        while not self._stop.is_set():
-            try:
-                delivered = self._replay_all(self._stop)
-            except Exception:  # the thread must not die silently: log and go on
-                _logger.exception("chatspan: the %s spool's replay failed unexpectedly", self._name)
-                delivered = False
-            if delivered:
-                delay = RETRY_MIN_S
-                self._wake.wait(60)  # until a new batch arrives, or a minute passes
-            else:
-                self._wake.wait(random.uniform(delay / 2, delay))  # noqa: S311
-                delay = min(RETRY_MAX_S, delay * 2)
-            self._wake.clear()
+        try:
+            while not self._stopping:
+                try:
+                    delivered = self._replay_all(lambda: self._stopping)
+                except Exception:  # the thread must not die silently: log and go on
+                    _logger.exception("chatspan: the %s spool's replay failed", self._name)
+                    delivered = False
+                if delivered:
+                    delay = RETRY_MIN_S
+                    self._pause(60)  # until a new batch arrives, or a minute passes
+                else:
+                    self._pause(random.uniform(delay / 2, delay))  # noqa: S311
+                    delay = min(RETRY_MAX_S, delay * 2)
+        finally:
+            if self._running_pid == os.getpid():
+                self._running_pid = None
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep up to `seconds`, ending early when a batch arrives or on stop."""
+        deadline = time.monotonic() + seconds
+        while not (self._wake or self._stopping) and time.monotonic() < deadline:
+            sleep(min(0.1, deadline - time.monotonic()))
+        self._wake = False
 
     def _replay(self, path: Path) -> bool | None:
         """True: delivered; False: the destination failed; None: someone else has it."""

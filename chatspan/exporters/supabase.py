@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -72,7 +73,7 @@ class SupabaseSpanExporter(SpanExporter):
         self, settings: SupabaseSettings | None = None, spool: SpoolSettings | None = None
     ) -> None:
         self._settings = settings or SupabaseSettings.from_env()
-        self._client: httpx.Client | None = None
+        self._clients: dict[tuple[int, int], httpx.Client] = {}
         self._client_lock = threading.Lock()
         self._refusals_logged: set[tuple[str, int, str]] = set()
         self._spool = open_spool(
@@ -111,9 +112,9 @@ class SupabaseSpanExporter(SpanExporter):
         if self._spool is not None:
             self._spool.stop()
         with self._client_lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return True  # nothing is buffered here
@@ -212,15 +213,17 @@ class SupabaseSpanExporter(SpanExporter):
         )
 
     def _http(self) -> httpx.Client:
-        # Made on first use, so a process that forks after building the exporter (a
-        # gunicorn worker) gets a client of its own.
+        # One client per process and thread: made after a fork (a gunicorn worker gets
+        # its own), and never shared between the exporter's thread and the spool's.
+        key = (os.getpid(), threading.get_ident())
         with self._client_lock:
-            if self._client is None:
+            client = self._clients.get(key)
+            if client is None:
                 headers = {"apikey": self._settings.service_key, "Content-Type": "application/json"}
                 if self._settings.key_is_jwt:
                     headers["Authorization"] = f"Bearer {self._settings.service_key}"
-                self._client = httpx.Client(headers=headers)
-            return self._client
+                client = self._clients[key] = httpx.Client(headers=headers)
+            return client
 
 
 def _body(records: Sequence[ChatRecord | ErrorRecord]) -> bytes:

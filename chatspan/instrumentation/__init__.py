@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from chatspan.config import CaptureSettings, ConfigError
-from chatspan.instrumentation import flask_hooks, starlette_hooks
+from chatspan.instrumentation import flask_hooks, greenlets, starlette_hooks
 from chatspan.instrumentation.activation import ACTIVATION
 from chatspan.instrumentation.chat_call import ChatTelemetry
 from chatspan.instrumentation.profiles import (
@@ -45,7 +45,7 @@ class ChatInstrumentor(BaseInstrumentor):
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ()  # hooks whichever of Flask and Starlette is installed
+        return ()  # hooks whichever of Flask, Starlette and gevent is installed
 
     def _instrument(self, **kwargs: Any) -> None:
         telemetry = _telemetry_or_none(kwargs.get("tracer_provider"), kwargs.get("routes", ()))
@@ -110,7 +110,7 @@ def _telemetry_or_none(
 
 
 def _install_hooks() -> None:
-    for hooks in (flask_hooks, starlette_hooks):
+    for hooks in (flask_hooks, starlette_hooks, greenlets):
         try:
             hooks.install()
         except ImportError:
@@ -118,7 +118,7 @@ def _install_hooks() -> None:
 
 
 def _uninstall_hooks() -> None:
-    for hooks in (flask_hooks, starlette_hooks):
+    for hooks in (flask_hooks, starlette_hooks, greenlets):
         try:
             hooks.uninstall()
         except ImportError:

@@ -4,7 +4,9 @@ With chatspan installed, ``opentelemetry-instrument <app>`` needs nothing but th
 database URL: traces go to ``chatspan_postgres`` unless ``OTEL_TRACES_EXPORTER`` says
 otherwise, metrics and logs exporters default to ``none``, and ``otlp`` falls back to
 OTLP over HTTP when the gRPC exporter is not installed. If configuring the SDK fails,
-the app still starts, and one log line says why.
+the app still starts, and one log line says why. Spans are batched by
+:class:`~chatspan.exporters.processor.LateStartBatchSpanProcessor`, which works where
+Dify's api runs: gunicorn workers that gevent-patch the standard library at import.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import os
 
 from opentelemetry.instrumentation.distro import BaseDistro
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+
+from chatspan.concurrency import use_native_logging_lock_at_exit
+from chatspan.exporters.processor import LateStartBatchSpanProcessor
 
 _logger = logging.getLogger(__name__)
 
@@ -27,12 +32,15 @@ class ChatspanDistro(BaseDistro):
         os.environ.setdefault("OTEL_METRICS_EXPORTER", "none")
         os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
         _prefer_available_otlp()
+        use_native_logging_lock_at_exit()
 
 
 class ChatspanConfigurator(_OTelSDKConfigurator):
-    """The SDK's own configurator, made unable to stop the app from starting."""
+    """The SDK's own configurator, made unable to stop the app from starting, and with
+    a batch processor whose thread starts late enough for gevent and prefork servers."""
 
     def _configure(self, **kwargs: object) -> None:
+        kwargs.setdefault("export_span_processor", LateStartBatchSpanProcessor)
         try:
             super()._configure(**kwargs)
         except Exception as error:
