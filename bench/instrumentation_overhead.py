@@ -1,7 +1,9 @@
 """Per-request cost of chatspan's instrumentation on a Flask chat app.
 
 Three instances of the Dify-shaped example app serve the same requests in one process:
-(a) bare, (b) with OpenTelemetry's Flask instrumentation, (c) with (b) plus chatspan.
+(a) bare, (b) with OpenTelemetry's Flask instrumentation, (c) with (b) plus chatspan,
+and (d) like (c) but with chatspan's span unsampled: d-b is chatspan's own reading of
+the request and the answer, c-d what its span costs in the SDK.
 Requests go straight into the WSGI callable (no network, no server), rounds
 interleave the three, and spans go to a BatchSpanProcessor whose exporter discards
 them, so what is measured is the instrumentation, not the database.
@@ -21,6 +23,7 @@ from collections.abc import Callable, Sequence
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from werkzeug.test import EnvironBuilder
 
 from chatspan.examples.dify_flask import create_app
@@ -83,11 +86,12 @@ def main() -> None:
 
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(DiscardingExporter()))
-    bare, flask_only, with_chatspan = create_app(), create_app(), create_app()
-    FlaskInstrumentor().instrument_app(flask_only, tracer_provider=provider)
-    FlaskInstrumentor().instrument_app(with_chatspan, tracer_provider=provider)
+    bare, flask_only, with_chatspan, unsampled = (create_app() for _ in range(4))
+    for app in (flask_only, with_chatspan, unsampled):
+        FlaskInstrumentor().instrument_app(app, tracer_provider=provider)
     ChatInstrumentor().instrument_app(with_chatspan, tracer_provider=provider)
-    apps = {"a": bare, "b": flask_only, "c": with_chatspan}
+    ChatInstrumentor().instrument_app(unsampled, tracer_provider=TracerProvider(sampler=ALWAYS_OFF))
+    apps = {"a": bare, "b": flask_only, "c": with_chatspan, "d": unsampled}
 
     print(f"{args.requests} requests per variant per round, {args.rounds} rounds")
     for mode in ("blocking", "streaming"):
@@ -105,8 +109,13 @@ def main() -> None:
         print(f"  (a) bare app                      {us['a']:8.1f}")
         print(f"  (b) OpenTelemetry Flask           {us['b']:8.1f}")
         print(f"  (c) (b) + chatspan                {us['c']:8.1f}")
+        print(f"  (d) (c), chatspan's span unsampled {us['d']:7.1f}")
         print(f"  c/b = {statistics.median(ratios):.3f}   (target <= 1.15)")
         print(f"  c-b = {statistics.median(added):.1f} us added per request   (target <= 60)")
+        print(
+            f"  of which reading the chat (d-b) {us['d'] - us['b']:.1f}, its span (c-d) "
+            f"{us['c'] - us['d']:.1f}"
+        )
     provider.shutdown()
 
 
