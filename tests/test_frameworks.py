@@ -116,6 +116,35 @@ def test_request_body_reaches_the_app_byte_for_byte(recorder, monkeypatch):
     assert "input.value" not in third.attributes
 
 
+def test_messages_attributes_are_json_of_the_conversation_whatever_the_text(recorder):
+    app = Flask("openai")
+    tricky = 'say "hi" \\ then\nnew line, tab\t, bell \x07, é, \u2603, \U0001f600'
+
+    @app.post("/v1/chat/completions")
+    def completions():
+        return {"id": "c1", "choices": [{"message": {"role": "assistant", "content": tricky}}]}
+
+    ChatInstrumentor().instrument_app(app, tracer_provider=recorder.provider)
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"content": tricky},
+        {"role": "user", "content": [{"type": "text", "text": tricky}]},
+    ]
+    client = app.test_client()
+    client.post("/v1/chat/completions", json={"model": "m", "messages": messages}).get_data()
+    (span,) = recorder.spans()
+
+    def parts(role, text):
+        return {"role": role, "parts": [{"type": "text", "content": text}]}
+
+    assert json.loads(span.attributes["gen_ai.input.messages"]) == [
+        parts("system", "be brief"),
+        parts("user", tricky),
+        parts("user", tricky),
+    ]
+    assert json.loads(span.attributes["gen_ai.output.messages"]) == [parts("assistant", tricky)]
+
+
 def test_an_exception_inside_a_stream_is_on_the_chat_span(recorder):
     app = Flask("broken")
 

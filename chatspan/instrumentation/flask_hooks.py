@@ -138,59 +138,57 @@ class ChatResponseBody:
     streamed answer is generated while the server pulls chunks, so model calls made
     there belong to the chat). Each chunk goes to the server first and is shown to the
     chat on the next pull, so looking at the answer never delays it. ``close()`` before
-    the end means the client went away: the chat is then recorded as cancelled.
+    the end means the client went away: the chat is then recorded as cancelled. The
+    chunks are relayed by a generator: a stream of many small events costs one resume
+    per chunk, not a method call.
     """
 
     def __init__(self, body: Iterable[bytes], chat: ChatCall) -> None:
         self._body = body
-        self._chunks: Iterator[bytes] | None = None
         self._chat = chat
-        self._token: object | None = None
-        self._pending: bytes | None = None
-        self._waiting_for_first = True
+        self._chunks = self._relay()
         self._done = False
 
-    def __iter__(self) -> ChatResponseBody:
-        return self
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
 
-    def __next__(self) -> bytes:
-        if self._pending:
-            self._chat.body_chunk(self._pending)
-            self._pending = None
-        elif self._chunks is None:
-            self._token = otel_context.attach(self._chat.context())
-            self._chunks = iter(self._body)
+    def _relay(self) -> Iterator[bytes]:
+        chat = self._chat
+        seen = chat.body_chunk
+        token = otel_context.attach(chat.context())
+        sent = b""  # the chunk last handed to the server, shown to the chat on the next pull
         try:
-            chunk = next(self._chunks)
-        except StopIteration:
+            chunks = iter(self._body)
+            for sent in chunks:
+                if sent:
+                    chat.first_chunk_sent()
+                    yield sent
+                    break
+                yield sent
+            for chunk in chunks:
+                seen(sent)
+                sent = chunk
+                yield chunk
             self._done = True
-            self._end()
-            raise
         except Exception as exception:
-            self._chat.record_exception(exception)
-            self._end()
+            chat.record_exception(exception)
             raise
-        if self._waiting_for_first and chunk:
-            self._waiting_for_first = False
-            self._chat.first_chunk_sent()
-        self._pending = chunk
-        return chunk
+        finally:
+            if sent:
+                seen(sent)
+            otel_context.detach(token)
+            self._finish()
 
     def close(self) -> None:
         try:
+            self._chunks.close()
             close = getattr(self._body, "close", None)
             if close is not None:
                 close()
         finally:
-            if self._pending:
-                self._chat.body_chunk(self._pending)
-                self._pending = None
-            self._end()
+            self._finish()
 
-    def _end(self) -> None:
-        if self._token is not None:
-            otel_context.detach(self._token)
-            self._token = None
+    def _finish(self) -> None:
         self._chat.finish(cancelled=not self._done)
 
 
