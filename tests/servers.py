@@ -106,16 +106,51 @@ def run_app(
     if instrumented:
         command = [str(BIN / "opentelemetry-instrument"), *command]
     log_path = log_dir / f"{server}-{port}.log"
+    with run_process(command, env, log_path, port, answers("/v1/parameters"), what=server) as app:
+        yield app
+
+
+@contextlib.contextmanager
+def run_process(
+    command: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    port: int,
+    ready: Callable[[str], bool],
+    *,
+    what: str,
+    timeout: float = 30,
+) -> Iterator[RunningApp]:
+    """Run a server in its own session, its output in `log_path`; yield it once
+    `ready(base_url)`, stop it (the whole session) at the end."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     app = RunningApp(f"http://127.0.0.1:{port}", log_path, process)
     try:
-        _wait_until_serving(app)
+        deadline = time.monotonic() + timeout
+        while not _is_ready(app, ready, what):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start within {timeout} s:\n{app.log()}")
+            time.sleep(0.1)
         yield app
     finally:
         stop(app)
+
+
+def answers(path: str) -> Callable[[str], bool]:
+    """Ready when GET `path` answers 200."""
+    return lambda base_url: httpx.get(f"{base_url}{path}", timeout=2).status_code == 200
+
+
+def _is_ready(app: RunningApp, ready: Callable[[str], bool], what: str) -> bool:
+    if app.process.poll() is not None:
+        raise RuntimeError(f"{what} exited with {app.process.returncode}:\n{app.log()}")
+    try:
+        return ready(app.base_url)
+    except httpx.HTTPError:
+        return False
 
 
 def stop(app: RunningApp, sig: int = signal.SIGTERM) -> None:
@@ -126,19 +161,6 @@ def stop(app: RunningApp, sig: int = signal.SIGTERM) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(app.process.pid, signal.SIGKILL)
             app.process.wait()
-
-
-def _wait_until_serving(app: RunningApp, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if app.process.poll() is not None:
-            raise RuntimeError(f"the app exited with {app.process.returncode}:\n{app.log()}")
-        try:
-            if httpx.get(f"{app.base_url}/v1/parameters", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"the app did not start within {timeout} s:\n{app.log()}")
 
 
 def wait_for(
@@ -162,26 +184,8 @@ def run_chatspan_serve(
     """`chatspan serve` in a subprocess, on `port` (or a free one)."""
     port = port or free_port()
     log_path = log_dir / f"serve-{port}-{time.monotonic_ns()}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(BIN / "chatspan"), "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    app = RunningApp(f"http://127.0.0.1:{port}", log_path, process)
-    try:
-        wait_for(lambda: _answers(f"{app.base_url}/healthz", app), what="chatspan serve")
+    command = [str(BIN / "chatspan"), "serve", "--port", str(port)]
+    with run_process(
+        command, env, log_path, port, answers("/healthz"), what="chatspan serve"
+    ) as app:
         yield app
-    finally:
-        stop(app)
-
-
-def _answers(url: str, app: RunningApp) -> bool:
-    if app.process.poll() is not None:
-        raise RuntimeError(f"exited with {app.process.returncode}:\n{app.log()}")
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False

@@ -5,7 +5,6 @@ exporter, surviving a restart of the ingest service."""
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +21,11 @@ from pgdb import scratch_database
 from rows import comparable_rows, fetch_rows
 from servers import (
     APP_KEY,
-    RunningApp,
     clean_env,
     free_port,
     run_app,
     run_chatspan_serve,
+    run_process,
     stop,
     wait_for,
 )
@@ -76,31 +75,16 @@ def _rotel_settings(http_port: int, grpc_port: int, ingest_url: str) -> dict[str
 @contextlib.contextmanager
 def run_rotel(log_dir: Path, ingest_url: str) -> Iterator[str]:
     http_port, grpc_port = free_port(), free_port()
-    log_path = log_dir / "rotel.log"
     env = {**clean_env(), **_rotel_settings(http_port, grpc_port, ingest_url)}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(ROTEL_AGENT), "start"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    agent = RunningApp(f"http://127.0.0.1:{http_port}", log_path, process)
-    try:
-        wait_for(lambda: _listening(agent), what="rotel")
+    command = [str(ROTEL_AGENT), "start"]
+    with run_process(
+        command, env, log_dir / "rotel.log", http_port, _listening, what="rotel"
+    ) as agent:
         yield agent.base_url
-    finally:
-        stop(agent)
 
 
-def _listening(agent: RunningApp) -> bool:
-    if agent.process.poll() is not None:
-        raise RuntimeError(f"rotel exited:\n{agent.log()}")
-    try:
-        httpx.post(f"{agent.base_url}/v1/traces", content=b"", timeout=1)
-    except httpx.HTTPError:
-        return False
+def _listening(base_url: str) -> bool:
+    httpx.post(f"{base_url}/v1/traces", content=b"", timeout=1)  # any answer will do
     return True
 
 

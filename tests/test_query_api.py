@@ -16,6 +16,7 @@ from chatspan.config import ApiSettings
 from chatspan.query_api import create_app
 from chatspan.store.engine import make_engine
 from chatspan.store.queries import Cursor
+from chatspan.store.tables import dify_logs, error
 from chatspan.store.writer import RecordWriter
 
 from seed import BASE, chat_span, newest_first, seed
@@ -84,6 +85,7 @@ def test_chat_logs_newest_first_with_every_column(api, store):
     assert row["total_tokens"] == 21
     assert row["trace_url"] == f"http://jaeger.local:16686/trace/{chats[7].trace_id}"
     assert row["created_at"].startswith("2026-11-02T18:00:00.000123")
+    assert set(row) == {column.name for column in dify_logs.columns} | {"trace_url"}
 
 
 @pytest.mark.parametrize(
@@ -173,6 +175,7 @@ def test_error_logs_and_their_filters(api, store):
     same = _ids(api.get(ERRORS, params={"fingerprint": first["fingerprint"], "per_page": 100}))
     assert same == newest_first([e for e in errors if e.type_error == "TimeoutError"])
     assert _walk(api, ERRORS, {"per_page": 4}) == newest_first(errors)
+    assert set(first) == {column.name for column in error.columns} | {"trace_url"}
 
 
 def test_error_groups(api, store):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 from opentelemetry.sdk.trace.export import SpanExportResult
+from outage import refuse_connections
 
 from chatspan.config import SpoolSettings, StoreSettings
 from chatspan.exporters.postgres import PostgresSpanExporter
@@ -175,7 +176,7 @@ def test_the_exporter_spools_while_the_database_refuses_and_delivers_after(
     with psycopg.connect(dsn, autocommit=True) as connection:
         connection.execute('TRUNCATE dify_logs, "error"')
     spans = chat_spans(30, exception_every=3)
-    _refuse_connections(admin, name, True)
+    refuse_connections(admin, name, True)
     try:
         started = time.monotonic()
         results = [exporter.export(spans[i : i + 10]) for i in range(0, 30, 10)]
@@ -183,49 +184,10 @@ def test_the_exporter_spools_while_the_database_refuses_and_delivers_after(
         assert time.monotonic() - started < 10
         assert exporter.spool.pending() >= 1
     finally:
-        _refuse_connections(admin, name, False)
+        refuse_connections(admin, name, False)
     wait_for(
         lambda: count_rows(postgres_database, "dify_logs") == 30, timeout=60, what="the replay"
     )
     assert count_rows(postgres_database, "error") == 10
     wait_for(lambda: exporter.spool.pending() == 0, what="the spool to empty")
     exporter.shutdown()
-
-
-def _refuse_connections(admin_dsn: str, database: str, refuse: bool) -> None:
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(
-            f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {"false" if refuse else "true"}'
-        )
-        if refuse:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (database,),
-            )
-
-
-def test_healthz_shows_what_waits_in_the_spool(postgres_database, spool_directory):
-    from fastapi.testclient import TestClient
-
-    from chatspan.config import ApiSettings
-    from chatspan.query_api import create_app
-
-    waiting = QuietSpool(
-        Path(spool_directory) / "postgres-0123456789ab",
-        _unreachable,
-        max_bytes=10**9,
-        name="postgres",
-    )
-    waiting.put(_batch(3))
-    waiting.put(_batch(2))
-    app = create_app(ApiSettings(database_url=postgres_database, admin_api_keys=("k" * 20,)))
-    with TestClient(app) as client:
-        spool = client.get("/healthz").json()["spool"]
-    app.state.engine.dispose()
-    (queue,) = spool["queues"]
-    assert queue["name"] == "postgres-0123456789ab"
-    assert queue["pending_batches"] == 2
-    assert queue["pending_bytes"] > 0
-    mine = next(c for c in spool["this_process"] if c["name"] == "postgres-0123456789ab")
-    assert mine["spooled"] == 2

@@ -241,7 +241,7 @@ def _latencies(base_url: str, count: int) -> list[float]:
 
 
 @pytest.mark.slow
-def test_requests_keep_their_latency_while_supabase_hangs(fake, tmp_path):
+def test_requests_never_wait_for_a_hung_supabase(fake, tmp_path):
     url, faults, calls = fake
     env = clean_env(
         OTEL_TRACES_EXPORTER="chatspan_supabase",
@@ -263,8 +263,9 @@ def test_requests_keep_their_latency_while_supabase_hangs(fake, tmp_path):
         assert any(call["at"] >= hang_started for call in calls.requests), "the exporter never hung"
         faults.until = 0
         log = app.log()
+    # A request that waited for the hung Supabase would take its 30 s request timeout.
     before, during = statistics.median(healthy), statistics.median(hanging)
-    assert during <= before * 1.5 + 0.005, (
-        f"median {before * 1000:.1f} ms -> {during * 1000:.1f} ms"
+    assert max(hanging) < 5 and during < 10 * before + 0.05, (
+        f"median {before * 1000:.1f} ms -> {during * 1000:.1f} ms, slowest {max(hanging):.2f} s"
     )
     assert SERVICE_KEY not in log

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import httpx
 import pytest
 from dify_client import ChatClient
 
-from servers import APP_KEY, RunningApp, clean_env, free_port, run_app, stop, wait_for
+from servers import APP_KEY, answers, clean_env, free_port, run_app, run_process, wait_for
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parent.parent
@@ -39,30 +38,11 @@ def phoenix(tmp_path_factory) -> Iterator[str]:
         PHOENIX_PORT=str(port),
         PHOENIX_GRPC_PORT=str(free_port()),
     )
-    log_path = work / "phoenix.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(PHOENIX), "serve"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = RunningApp(f"http://127.0.0.1:{port}", log_path, process)
-    try:
-        wait_for(lambda: _healthy(server), timeout=180, what="Phoenix to start")
+    command = [str(PHOENIX), "serve"]
+    with run_process(
+        command, env, work / "phoenix.log", port, answers("/healthz"), what="Phoenix", timeout=180
+    ) as server:
         yield server.base_url
-    finally:
-        stop(server)
-
-
-def _healthy(server: RunningApp) -> bool:
-    if server.process.poll() is not None:
-        raise RuntimeError(f"Phoenix exited:\n{server.log()[-3000:]}")
-    try:
-        return httpx.get(f"{server.base_url}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_phoenix_shows_the_chat_with_input_output_session_and_user(phoenix, tmp_path):

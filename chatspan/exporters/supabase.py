@@ -12,7 +12,6 @@ logged. The exporter runs on the BatchSpanProcessor's thread: the app never wait
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import os
@@ -32,22 +31,15 @@ except ImportError as missing:  # pragma: no cover - depends on the installed ex
         "the chatspan_supabase exporter needs httpx: pip install 'chatspan[supabase]'"
     ) from missing
 from opentelemetry.instrumentation.utils import suppress_instrumentation
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from chatspan.config import SpoolSettings, SupabaseSettings
-from chatspan.exporters.spool import Spool, open_spool
+from chatspan.exporters.delivery import Outcome, SpooledSpanExporter
+from chatspan.exporters.spool import open_spool
 from chatspan.records import ChatRecord, ErrorRecord, SpanData, map_spans
 
 _logger = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
-
-
-class Outcome(enum.Enum):
-    STORED = "stored"
-    REFUSED = "refused"  # a 4xx: the same request would be refused again
-    UNAVAILABLE = "unavailable"  # throttled, failing or unreachable until the time ran out
 
 
 class SupabaseUnavailable(Exception):
@@ -59,7 +51,7 @@ BACKOFF_CAP_S = 8.0
 PREFER = "return=minimal,resolution=ignore-duplicates"
 
 
-class SupabaseSpanExporter(SpanExporter):
+class SupabaseSpanExporter(SpooledSpanExporter):
     """Sends error rows (and chat rows with ``CHATSPAN_SUPABASE_TABLES=error,dify_logs``).
 
     Settings: ``SUPABASE_URL``, ``SUPABASE_SERVICE_ROLE_KEY`` (a legacy service_role JWT,
@@ -76,48 +68,18 @@ class SupabaseSpanExporter(SpanExporter):
         self._clients: dict[tuple[int, int], httpx.Client] = {}
         self._client_lock = threading.Lock()
         self._refusals_logged: set[tuple[str, int, str]] = set()
-        self._spool = open_spool(
-            spool or SpoolSettings.from_env(), "supabase", self._settings.url, self._replay
+        self.destination = f"Supabase at {self._settings.url}"
+        super().__init__(
+            open_spool(
+                spool or SpoolSettings.from_env(), "supabase", self._settings.url, self._replay
+            )
         )
-        if self._spool is not None and self._spool.pending():
-            self._spool.start()  # what an earlier (perhaps crashed) process left behind
-        self._is_shutdown = False
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._is_shutdown:
-            return SpanExportResult.FAILURE
-        batch = [SpanData.from_sdk(span) for span in spans]
-        if self._spool is not None and self._spool.backing_up:
-            # The destination is down and earlier batches wait: queue behind them at once.
-            return SpanExportResult.SUCCESS if self._spool.put(batch) else SpanExportResult.FAILURE
-        try:
-            outcome = self._deliver(batch)
-        except Exception as failure:  # never into the app's span processor
-            _logger.error("chatspan: Supabase export failed: %s", type(failure).__name__)
-            outcome = Outcome.UNAVAILABLE
-        if outcome is Outcome.UNAVAILABLE:
-            # Kept on disk for the spool's thread to deliver when Supabase is back.
-            stored_later = self._spool is not None and self._spool.put(batch)
-            return SpanExportResult.SUCCESS if stored_later else SpanExportResult.FAILURE
-        if self._spool is not None:
-            self._spool.start()
-        return SpanExportResult.SUCCESS if outcome is Outcome.STORED else SpanExportResult.FAILURE
-
-    @property
-    def spool(self) -> Spool | None:
-        return self._spool
-
-    def shutdown(self) -> None:
-        self._is_shutdown = True
-        if self._spool is not None:
-            self._spool.stop()
+    def _close(self) -> None:
         with self._client_lock:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
-
-    def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return True  # nothing is buffered here
 
     def _deliver(self, batch: list[SpanData]) -> Outcome:
         """Every table's rows of a batch; the worst outcome of their requests."""

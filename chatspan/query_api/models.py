@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
+
+from chatspan.records import ChatRecord, ErrorRecord
 
 
 class PageInfo(BaseModel):
@@ -19,50 +23,27 @@ class PageInfo(BaseModel):
     total_capped: bool = Field(description="true when more rows match than were counted")
 
 
-class ChatLog(BaseModel):
-    id: str
-    created_at: datetime
-    trace_id: str
-    span_id: str
-    trace_url: str | None = None
-    app_id: str | None = None
-    conversation_id: str | None = None
-    message_id: str | None = None
-    user_id: str | None = None
-    input_text: str | None = None
-    output_text: str | None = None
-    latency_ms: float | None = None
-    time_to_first_token_ms: float | None = None
-    model: str | None = None
-    provider: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    total_tokens: int | None = None
-    status: str
-    response_mode: str | None = None
-    route: str | None = None
-    service_name: str | None = None
-    attributes: dict[str, Any] | None = None
+def _row_model(name: str, record: type) -> type[BaseModel]:
+    """The API's model of a row: the record's columns, and a link to the trace.
+
+    Derived from the record (the one declaration of the table's columns), so a column
+    added there is served here too.
+    """
+    hints = typing.get_type_hints(record)
+    columns: dict[str, Any] = {}
+    for column in dataclasses.fields(record):
+        if column.name == "attributes":
+            columns[column.name] = (dict[str, Any] | None, None)
+        elif column.default is dataclasses.MISSING or column.name == "status":  # always set
+            columns[column.name] = (hints[column.name], ...)
+        else:
+            columns[column.name] = (hints[column.name], None)
+    columns["trace_url"] = (str | None, Field(None, description="the trace in a trace viewer"))
+    return create_model(name, __doc__=record.__doc__, **columns)
 
 
-class ErrorLog(BaseModel):
-    id: str
-    created_at: datetime
-    trace_id: str
-    span_id: str
-    trace_url: str | None = None
-    type_error: str
-    error_message: str | None = None
-    stacktrace: str | None = None
-    fingerprint: str | None = None
-    user_id: str | None = None
-    app_id: str | None = None
-    conversation_id: str | None = None
-    node: str | None = None
-    node_type: str | None = None
-    route: str | None = None
-    service_name: str | None = None
-    attributes: dict[str, Any] | None = None
+ChatLog = _row_model("ChatLog", ChatRecord)
+ErrorLog = _row_model("ErrorLog", ErrorRecord)
 
 
 class ChatLogPage(PageInfo):

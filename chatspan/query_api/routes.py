@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import StringConstraints
@@ -49,10 +49,7 @@ Until = Annotated[datetime | None, Query(description="ISO 8601, exclusive; witho
 MAX_STATS_DAYS = 1000
 
 
-@router.get("/chat-logs", response_model=ChatLogPage)
-def chat_logs(
-    request: Request,
-    _admin: Admin,
+def chat_filters(
     user_id: Text | None = None,
     app_id: Text | None = None,
     conversation_id: Text | None = None,
@@ -60,13 +57,49 @@ def chat_logs(
     since: Since = None,
     until: Until = None,
     q: Search | None = None,
-    page: Page = 1,
-    per_page: PerPage = 20,
-    cursor: CursorToken = None,
+) -> ChatFilters:
+    """The chat filters of the query string (lists and exports take the same)."""
+    return ChatFilters(_window(since, until), user_id, app_id, conversation_id, status, q)
+
+
+def error_filters(
+    user_id: Text | None = None,
+    app_id: Text | None = None,
+    type_error: Text | None = None,
+    node: Text | None = None,
+    fingerprint: Text | None = None,
+    since: Since = None,
+    until: Until = None,
+) -> ErrorFilters:
+    """The error filters of the query string (lists and exports take the same)."""
+    return ErrorFilters(_window(since, until), user_id, app_id, type_error, node, fingerprint)
+
+
+def paging(page: Page = 1, per_page: PerPage = 20, cursor: CursorToken = None) -> Paging:
+    """A page by number, or the page after a cursor."""
+    if cursor is None:
+        return Paging(page=page, per_page=per_page)
+    if page != 1:
+        raise _unprocessable("page by number or by cursor, not both", "cursor")
+    try:
+        return Paging(per_page=per_page, cursor=Cursor.decode(cursor))
+    except QueryError as error:
+        raise _unprocessable(str(error), "cursor") from None
+
+
+ChatFilterQuery = Annotated[ChatFilters, Depends(chat_filters)]
+ErrorFilterQuery = Annotated[ErrorFilters, Depends(error_filters)]
+PagingQuery = Annotated[Paging, Depends(paging)]
+
+
+@router.get("/chat-logs", response_model=ChatLogPage)
+def chat_logs(
+    request: Request,
+    _admin: Admin,
+    filters: ChatFilterQuery,
+    paging: PagingQuery,
 ) -> dict[str, Any]:
     """Chats, newest first."""
-    filters = ChatFilters(_window(since, until), user_id, app_id, conversation_id, status, q)
-    paging = _paging(page, per_page, cursor)
     with _connect(request) as connection:
         result = _run(queries.list_chats, connection, filters, paging)
     return _page_body(request, result, paging)
@@ -76,20 +109,10 @@ def chat_logs(
 def error_logs(
     request: Request,
     _admin: Admin,
-    user_id: Text | None = None,
-    app_id: Text | None = None,
-    type_error: Text | None = None,
-    node: Text | None = None,
-    fingerprint: Text | None = None,
-    since: Since = None,
-    until: Until = None,
-    page: Page = 1,
-    per_page: PerPage = 20,
-    cursor: CursorToken = None,
+    filters: ErrorFilterQuery,
+    paging: PagingQuery,
 ) -> dict[str, Any]:
     """Errors, newest first."""
-    filters = ErrorFilters(_window(since, until), user_id, app_id, type_error, node, fingerprint)
-    paging = _paging(page, per_page, cursor)
     with _connect(request) as connection:
         result = _run(queries.list_errors, connection, filters, paging)
     return _page_body(request, result, paging)
@@ -130,17 +153,10 @@ ExportFormat = Annotated[Literal["csv", "jsonl"], Query(alias="format")]
 def export_chat_logs(
     request: Request,
     _admin: Admin,
+    filters: ChatFilterQuery,
     export_format: ExportFormat = "csv",
-    user_id: Text | None = None,
-    app_id: Text | None = None,
-    conversation_id: Text | None = None,
-    status: Status | None = None,
-    since: Since = None,
-    until: Until = None,
-    q: Search | None = None,
 ) -> StreamingResponse:
     """Every chat the filters match, oldest first, streamed as CSV or JSON lines."""
-    filters = ChatFilters(_window(since, until), user_id, app_id, conversation_id, status, q)
     return _export(request, filters, export_format, "dify_logs")
 
 
@@ -152,17 +168,10 @@ def export_chat_logs(
 def export_error_logs(
     request: Request,
     _admin: Admin,
+    filters: ErrorFilterQuery,
     export_format: ExportFormat = "csv",
-    user_id: Text | None = None,
-    app_id: Text | None = None,
-    type_error: Text | None = None,
-    node: Text | None = None,
-    fingerprint: Text | None = None,
-    since: Since = None,
-    until: Until = None,
 ) -> StreamingResponse:
     """Every error the filters match, oldest first, streamed as CSV or JSON lines."""
-    filters = ErrorFilters(_window(since, until), user_id, app_id, type_error, node, fingerprint)
     return _export(request, filters, export_format, "error")
 
 
@@ -182,17 +191,14 @@ def chat_history(
     request: Request,
     who: Reader,
     user_id: Text,
+    paging: PagingQuery,
     conversation_id: Text | None = None,
     since: Since = None,
     until: Until = None,
-    page: Page = 1,
-    per_page: PerPage = 20,
-    cursor: CursorToken = None,
 ) -> dict[str, Any]:
     """One user's chats, newest first: admins, and the user's own token, may read it."""
     require_reader_of(user_id, who)
     filters = ChatFilters(_window(since, until), user_id=user_id, conversation_id=conversation_id)
-    paging = _paging(page, per_page, cursor)
     with _connect(request) as connection:
         result = _run(queries.list_chats, connection, filters, paging)
     return _page_body(request, result, paging)
@@ -256,17 +262,6 @@ def _utc(moment: datetime | None) -> datetime | None:
         )
     except OverflowError:
         raise _unprocessable(f"{moment.isoformat()} is out of range") from None
-
-
-def _paging(page: int, per_page: int, cursor: str | None) -> Paging:
-    if cursor is None:
-        return Paging(page=page, per_page=per_page)
-    if page != 1:
-        raise _unprocessable("page by number or by cursor, not both", "cursor")
-    try:
-        return Paging(per_page=per_page, cursor=Cursor.decode(cursor))
-    except QueryError as error:
-        raise _unprocessable(str(error), "cursor") from None
 
 
 def _page_body(request: Request, result: queries.Page, paging: Paging) -> dict[str, Any]:
