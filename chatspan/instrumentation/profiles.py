@@ -127,6 +127,13 @@ class Shape:
         return _data_lines(self.piece)
 
 
+# Dify's usage figures kept as they are, beside the GenAI token counts.
+_DIFY_USAGE_ATTRIBUTES = tuple(
+    (key, f"dify.usage.{key}")
+    for key in ("latency", "total_price", "currency", "time_to_first_token")
+)
+
+
 class DifyShape(Shape):
     """Dify's chat, completion and workflow APIs (service API, console, web app)."""
 
@@ -207,9 +214,10 @@ class DifyShape(Shape):
                 usage.get("completion_tokens"),
                 usage.get("total_tokens"),
             )
-            for key in ("latency", "total_price", "currency", "time_to_first_token"):
-                if usage.get(key) is not None:
-                    facts.attributes[f"dify.usage.{key}"] = _scalar(usage[key])
+            for key, attribute in _DIFY_USAGE_ATTRIBUTES:
+                value = usage.get(key)
+                if value is not None:
+                    facts.attributes[attribute] = _scalar(value)
         resources = metadata.get("retriever_resources")
         if isinstance(resources, list) and resources:
             facts.attributes["dify.retriever_resources.count"] = len(resources)
