@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal
@@ -68,8 +67,6 @@ def export_lines(engine: Engine, filters: ChatFilters | ErrorFilters, fmt: Forma
 
 
 def _plain(column: str, value: Any) -> Any:
-    if column == "id":
-        return str(uuid.UUID(str(value)))
     if isinstance(value, datetime):
         return as_utc(value).isoformat()
     return value

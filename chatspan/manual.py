@@ -47,7 +47,7 @@ def log_chat(
     _warn_if_no_provider()
     values = {
         sc.CHATSPAN_KIND: sc.CHATSPAN_KIND_CHAT,
-        sc.GEN_AI_OPERATION_NAME: "chat",
+        sc.GEN_AI_OPERATION_NAME: sc.OPERATION_CHAT,
         sc.OPENINFERENCE_SPAN_KIND: "LLM",
         sc.DIFY_APP_ID: app_id,
         sc.GEN_AI_CONVERSATION_ID: conversation_id,
@@ -57,7 +57,7 @@ def log_chat(
         sc.CHATSPAN_LATENCY_MS: latency_ms,
         **_expand(attributes),
     }
-    with _tracer.start_as_current_span(f"chat {app_id or 'app'}", attributes=_present(values)):
+    with _tracer.start_as_current_span(f"chat {app_id or 'app'}", attributes=sc.present(values)):
         pass
 
 
@@ -71,7 +71,7 @@ def log_error(
 ) -> None:
     """Record one error as an ``exception`` event; ``exc`` adds its stack trace."""
     _warn_if_no_provider()
-    span_attributes = _present(
+    span_attributes = sc.present(
         {sc.USER_ID: user_id, sc.CHATSPAN_NODE_ID: node, **_expand(attributes)}
     )
     event = {sc.EXCEPTION_TYPE: type_error, sc.EXCEPTION_MESSAGE: error_message}
@@ -91,11 +91,6 @@ def log_error(
 
 def _expand(attributes: dict[str, Any]) -> dict[str, Any]:
     return {_ALIASES.get(name, name): value for name, value in attributes.items()}
-
-
-def _present(values: dict[str, Any]) -> dict[str, Any]:
-    """OpenTelemetry attributes cannot be None: leave unset what was not given."""
-    return {key: value for key, value in values.items() if value is not None}
 
 
 def _warn_if_no_provider() -> None:

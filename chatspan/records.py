@@ -523,7 +523,7 @@ def _extra_attributes(attributes: Mapping[str, Any], consumed: frozenset[str]) -
         extra = dict(list(extra.items())[:MAX_EXTRA_ATTRIBUTES])
     extra = {_clean(str(key), 256): _jsonable(value) for key, value in extra.items()}
     if dropped > 0:
-        extra["chatspan.attributes_dropped"] = dropped
+        extra[sc.CHATSPAN_ATTRIBUTES_DROPPED] = dropped
     return extra
 
 

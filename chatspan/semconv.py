@@ -5,6 +5,14 @@ Three vocabularies meet on a chat span: the OpenTelemetry GenAI semantic convent
 and ``chatspan.*`` / ``dify.*`` for what neither names.
 """
 
+from typing import Any
+
+
+def present(values: dict[str, Any]) -> dict[str, Any]:
+    """Attributes without the unset ones: OpenTelemetry attributes cannot be None."""
+    return {key: value for key, value in values.items() if value is not None}
+
+
 # OpenTelemetry GenAI semantic conventions.
 GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
 GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
@@ -21,8 +29,17 @@ GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
 
 # Operations whose span is one chat turn.
+OPERATION_CHAT = "chat"
+OPERATION_TEXT_COMPLETION = "text_completion"
+OPERATION_INVOKE_WORKFLOW = "invoke_workflow"
 CHAT_OPERATIONS = frozenset(
-    {"chat", "text_completion", "generate_content", "invoke_workflow", "invoke_agent"}
+    {
+        OPERATION_CHAT,
+        OPERATION_TEXT_COMPLETION,
+        "generate_content",
+        OPERATION_INVOKE_WORKFLOW,
+        "invoke_agent",
+    }
 )
 
 # General OpenTelemetry conventions.
@@ -47,6 +64,12 @@ LLM_TOKEN_COUNT_TOTAL = "llm.token_count.total"  # noqa: S105  (not a secret)
 # Dify.
 DIFY_APP_ID = "dify.app_id"
 DIFY_MESSAGE_ID = "dify.message_id"
+DIFY_WORKFLOW_RUN_ID = "dify.workflow_run_id"
+DIFY_WORKFLOW_STATUS = "dify.workflow.status"  # set when a run failed or was stopped
+DIFY_FILES_COUNT = "dify.files.count"
+DIFY_RETRIEVER_RESOURCES_COUNT = "dify.retriever_resources.count"
+DIFY_ERROR_STATUS = "dify.error.status"  # the HTTP status an SSE error event carries
+DIFY_USAGE_PREFIX = "dify.usage."  # + latency, total_price, currency, time_to_first_token
 
 # chatspan's own.
 CHATSPAN_KIND = "chatspan.kind"  # "chat" marks a chat span whatever its operation
@@ -56,6 +79,8 @@ CHATSPAN_STATUS = "chatspan.status"  # "cancelled" when the client went away
 CHATSPAN_ROUTE = "chatspan.route"
 CHATSPAN_TOTAL_TOKENS = "chatspan.usage.total_tokens"
 CHATSPAN_REQUEST_CAPTURED = "chatspan.request.captured"  # false: body over the cap
+CHATSPAN_RESPONSE_CAPTURED = "chatspan.response.captured"  # false: body over the cap
+CHATSPAN_ATTRIBUTES_DROPPED = "chatspan.attributes_dropped"  # extra attributes over the cap
 CHATSPAN_OUTPUT_TRUNCATED = "chatspan.output.truncated"
 # Set on a server span whose exception is already recorded on its chat span child.
 CHATSPAN_EXCEPTION_ON_CHAT_SPAN = "chatspan.exception_on_chat_span"

@@ -22,8 +22,6 @@ from chatspan.store.writer import RecordWriter
 
 from servers import wait_for
 
-NOW = datetime.now(timezone.utc)
-
 
 @pytest.fixture
 def receiver():
@@ -56,7 +54,7 @@ def _write(
     ago=timedelta(minutes=1),
 ):
     """Chats (some failed) and exception events, `ago` before now."""
-    start = int((NOW - ago).timestamp() * 1e9)
+    start = int((datetime.now(timezone.utc) - ago).timestamp() * 1e9)
     spans = []
     for i in range(chats):
         spans.append(

@@ -164,7 +164,7 @@ class ChatCall:
                 self._json += chunk
             else:
                 self._json = None  # too big to be a chat answer worth parsing
-                self.response.attributes["chatspan.response.captured"] = False
+                self.response.attributes[sc.CHATSPAN_RESPONSE_CAPTURED] = False
 
     def finish(self, *, cancelled: bool = False) -> None:
         """End the chat span: the response is complete, or the client went away."""
@@ -184,10 +184,10 @@ class ChatCall:
                 {
                     sc.EXCEPTION_TYPE: found.type,
                     sc.EXCEPTION_MESSAGE: self._telemetry.redact(found.message),
-                    **_present(found.attributes),
+                    **sc.present(found.attributes),
                 },
             )
-        span.set_attributes(self._response_attributes(cancelled))
+        span.set_attributes({**self._input_attributes(), **self._response_attributes(cancelled)})
         failure = self._failure()
         if failure and not cancelled:
             span.set_attribute(sc.ERROR_TYPE, failure)
@@ -252,6 +252,7 @@ class ChatCall:
     # -- attributes ----------------------------------------------------------------
 
     def _request_attributes(self) -> dict[str, Any]:
+        """Who asks, where: the span's attributes from its start, before the view runs."""
         request, shape = self.request, self._route.shape
         attributes: dict[str, Any] = {
             sc.GEN_AI_OPERATION_NAME: request.operation,
@@ -268,19 +269,28 @@ class ChatCall:
         }
         if not self._request_captured:
             attributes[sc.CHATSPAN_REQUEST_CAPTURED] = False
-        if self._telemetry.capture.capture_content:
+        return sc.present(attributes)
+
+    def _input_attributes(self) -> dict[str, Any]:
+        """The question and the conversation so far, redacted. Set at the end, once the
+        answer has gone out: redacting a long history never delays the view."""
+        request = self.request
+        if not self._telemetry.capture.capture_content:
+            return {}
+        if request.input_messages:
+            messages = [
+                (m.get("role"), self._content(content_text(m.get("content"))))
+                for m in request.input_messages
+            ]
+            # The query is the last user message: redacted once, with the others.
+            query = next((text for role, text in reversed(messages) if role == "user"), None)
+        else:
             query = self._content(request.query)
-            attributes[sc.INPUT_VALUE] = query
-            if request.input_messages:
-                messages = [
-                    (m.get("role"), self._content(content_text(m.get("content"))))
-                    for m in request.input_messages
-                ]
-            else:
-                messages = [("user", query)] if query else None
-            if messages:
-                attributes[sc.GEN_AI_INPUT_MESSAGES] = _messages_json(messages)
-        return _present(attributes)
+            messages = [("user", query)] if query else []
+        attributes = {sc.INPUT_VALUE: query} if query else {}
+        if messages:
+            attributes[sc.GEN_AI_INPUT_MESSAGES] = _messages_json(messages)
+        return attributes
 
     def _response_attributes(self, cancelled: bool) -> dict[str, Any]:
         response, request = self.response, self.request
@@ -308,7 +318,7 @@ class ChatCall:
             attributes[sc.GEN_AI_OUTPUT_MESSAGES] = _messages_json([("assistant", answer)])
             if response.answer.truncated:
                 attributes[sc.CHATSPAN_OUTPUT_TRUNCATED] = True
-        return _present(attributes)
+        return sc.present(attributes)
 
     def _content(self, text: str | None) -> str | None:
         if not text:
@@ -361,7 +371,3 @@ def _messages_json(messages: list[tuple[Any, str | None]]) -> str:
         )
         + "]"
     )
-
-
-def _present(values: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in values.items() if value is not None}

@@ -9,7 +9,6 @@ response JSON or SSE events into :class:`ResponseFacts`; they never touch spans.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib
 import json
@@ -18,10 +17,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatspan import semconv as sc
 from chatspan.config import ConfigError
 from chatspan.instrumentation.sse import data_lines_pattern
 
-CHAT, COMPLETION, WORKFLOW = "chat", "text_completion", "invoke_workflow"
+CHAT, COMPLETION, WORKFLOW = (
+    sc.OPERATION_CHAT,
+    sc.OPERATION_TEXT_COMPLETION,
+    sc.OPERATION_INVOKE_WORKFLOW,
+)
 
 
 @dataclass
@@ -124,12 +128,12 @@ class Shape:
 
     @property
     def data_lines(self) -> re.Pattern[bytes]:
-        return _data_lines(self.piece)
+        return data_lines_pattern(self.piece)
 
 
 # Dify's usage figures kept as they are, beside the GenAI token counts.
 _DIFY_USAGE_ATTRIBUTES = tuple(
-    (key, f"dify.usage.{key}")
+    (key, sc.DIFY_USAGE_PREFIX + key)
     for key in ("latency", "total_price", "currency", "time_to_first_token")
 )
 
@@ -154,12 +158,12 @@ class DifyShape(Shape):
         facts.stream = mode == "streaming" if isinstance(mode, str) else None
         files = body.get("files")
         if isinstance(files, list) and files:
-            facts.attributes["dify.files.count"] = len(files)
+            facts.attributes[sc.DIFY_FILES_COUNT] = len(files)
 
     def read_response(self, body: Mapping[str, Any], facts: ResponseFacts) -> None:
         data = body.get("data")
         if isinstance(data, Mapping) and "workflow_run_id" in body:  # a blocking workflow run
-            facts.attributes["dify.workflow_run_id"] = _text(body.get("workflow_run_id"))
+            facts.attributes[sc.DIFY_WORKFLOW_RUN_ID] = _text(body.get("workflow_run_id"))
             self._workflow_finished(data, facts)
             return
         if "answer" in body:
@@ -190,11 +194,11 @@ class DifyShape(Shape):
                 ExceptionFacts(
                     type=f"dify.{code}",
                     message=_text(event.get("message")) or code,
-                    attributes={"dify.error.status": _int(event.get("status"))},
+                    attributes={sc.DIFY_ERROR_STATUS: _int(event.get("status"))},
                 )
             )
         elif kind == "workflow_started":
-            facts.attributes["dify.workflow_run_id"] = _text(event.get("workflow_run_id"))
+            facts.attributes[sc.DIFY_WORKFLOW_RUN_ID] = _text(event.get("workflow_run_id"))
         elif kind == "node_finished":
             self._node_finished(event.get("data"), facts)
         elif kind == "workflow_finished" and isinstance(event.get("data"), Mapping):
@@ -220,16 +224,16 @@ class DifyShape(Shape):
                     facts.attributes[attribute] = _scalar(value)
         resources = metadata.get("retriever_resources")
         if isinstance(resources, list) and resources:
-            facts.attributes["dify.retriever_resources.count"] = len(resources)
+            facts.attributes[sc.DIFY_RETRIEVER_RESOURCES_COUNT] = len(resources)
 
     @staticmethod
     def _node_finished(data: Any, facts: ResponseFacts) -> None:
         if not isinstance(data, Mapping) or data.get("status") != "failed":
             return
         node = {
-            "chatspan.node.id": _text(data.get("node_id")),
-            "chatspan.node.type": _text(data.get("node_type")),
-            "chatspan.node.title": _text(data.get("title")),
+            sc.CHATSPAN_NODE_ID: _text(data.get("node_id")),
+            sc.CHATSPAN_NODE_TYPE: _text(data.get("node_type")),
+            sc.CHATSPAN_NODE_TITLE: _text(data.get("title")),
         }
         facts.exceptions.append(
             ExceptionFacts(
@@ -249,7 +253,7 @@ class DifyShape(Shape):
             facts.answer.replace(answer or json.dumps(outputs, ensure_ascii=False, default=str))
         status = data.get("status")
         if status in ("failed", "stopped"):
-            facts.attributes["dify.workflow.status"] = status
+            facts.attributes[sc.DIFY_WORKFLOW_STATUS] = status
             if status == "failed" and not facts.exceptions:
                 facts.exceptions.append(
                     ExceptionFacts(
@@ -528,11 +532,6 @@ def _load_callable(reference: Any, where: str) -> Callable[[Mapping[str, Any]], 
     if not callable(function):
         raise ConfigError(f"{where}: extractor {reference!r} is not callable")
     return function
-
-
-@functools.cache
-def _data_lines(piece: bytes | None) -> re.Pattern[bytes]:
-    return data_lines_pattern(piece)
 
 
 def decode_pieces(pieces: list[bytes]) -> str:

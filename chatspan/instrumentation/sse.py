@@ -13,6 +13,7 @@ Python per event.
 
 from __future__ import annotations
 
+import functools
 import re
 
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024
@@ -75,6 +76,7 @@ class EventBuffer:
         return self._size + len(self._tail)
 
 
+@functools.cache
 def data_lines_pattern(piece: bytes | None) -> re.Pattern[bytes]:
     """A pattern over a run of events matching each ``data:`` line, as either a *piece*
     (a text event of a known form: groups 1 and 2, the event's JSON and its text) or

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import Engine, case, func, select
 
+from chatspan import semconv as sc
 from chatspan.config import AlertSettings
 from chatspan.store.tables import dify_logs, error
 
@@ -65,7 +66,8 @@ class Alerter:
             )
             chats, failed = connection.execute(
                 select(
-                    func.count(), func.sum(case((dify_logs.c.status == "error", 1), else_=0))
+                    func.count(),
+                    func.sum(case((dify_logs.c.status == sc.STATUS_ERROR, 1), else_=0)),
                 ).where(dify_logs.c.created_at >= since)
             ).one()
             fresh = self._new_fingerprints(connection, since) if settings.new_fingerprint else []
@@ -127,18 +129,33 @@ class Alerter:
                 )
             )
             return []
-        recent = connection.execute(
-            select(error.c.fingerprint, error.c.type_error, error.c.error_message, error.c.trace_id)
+        # The first error of each fingerprint in the window: one row per fingerprint.
+        rank = (
+            func.row_number()
+            .over(partition_by=error.c.fingerprint, order_by=error.c.created_at)
+            .label("rank")
+        )
+        firsts = (
+            select(
+                error.c.fingerprint,
+                error.c.type_error,
+                error.c.error_message,
+                error.c.trace_id,
+                error.c.created_at,
+                rank,
+            )
             .where(error.c.created_at >= since, error.c.fingerprint.is_not(None))
-            .order_by(error.c.created_at)
+            .subquery()
+        )
+        recent = connection.execute(
+            select(
+                firsts.c.fingerprint, firsts.c.type_error, firsts.c.error_message, firsts.c.trace_id
+            )
+            .where(firsts.c.rank == 1)
+            .order_by(firsts.c.created_at)
         ).all()
-        fresh, seen = [], set()
-        for row in recent:
-            if row.fingerprint in self.known_fingerprints or row.fingerprint in seen:
-                continue
-            seen.add(row.fingerprint)
-            fresh.append(row)
-        self.known_fingerprints |= seen
+        fresh = [row for row in recent if row.fingerprint not in self.known_fingerprints]
+        self.known_fingerprints |= {row.fingerprint for row in fresh}
         return fresh
 
     def _cooled_down(self, key: str) -> bool:

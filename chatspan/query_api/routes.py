@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
@@ -12,6 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import StringConstraints
 from sqlalchemy import Connection, Engine
 
+from chatspan import semconv as sc
 from chatspan.export import MEDIA_TYPES, export_lines
 from chatspan.query_api.auth import Admin, Reader, require_reader_of
 from chatspan.query_api.models import (
@@ -37,7 +37,7 @@ router = APIRouter(
 # Filter values: ids and names as the tables hold them (no NUL, at most 512 characters).
 Text = Annotated[str, StringConstraints(max_length=512, pattern=r"^[^\x00]*$")]
 Search = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
-Status = Literal["ok", "error", "cancelled"]
+Status = Literal[sc.STATUS_OK, sc.STATUS_ERROR, sc.STATUS_CANCELLED]
 Page = Annotated[int, Query(ge=1, le=100_000, description="page number, from 1")]
 PerPage = Annotated[int, Query(ge=1, le=100)]
 CursorToken = Annotated[
@@ -137,7 +137,6 @@ def error_groups(
             queries.error_groups, connection, filters, sort=sort, page=page, per_page=per_page
         )
     for group in groups:
-        group["sample_id"] = _uuid(group["sample_id"]) if group["sample_id"] else None
         group["sample_trace_url"] = _trace_url(request, group["sample_trace_id"])
     return {"data": groups, "page": page, "per_page": per_page, "has_more": has_more}
 
@@ -266,7 +265,6 @@ def _utc(moment: datetime | None) -> datetime | None:
 
 def _page_body(request: Request, result: queries.Page, paging: Paging) -> dict[str, Any]:
     for row in result.rows:
-        row["id"] = _uuid(row["id"])
         row["trace_url"] = _trace_url(request, row["trace_id"])
     return {
         "data": result.rows,
@@ -277,11 +275,6 @@ def _page_body(request: Request, result: queries.Page, paging: Paging) -> dict[s
         "total": result.total,
         "total_capped": result.total_capped,
     }
-
-
-def _uuid(value: Any) -> str:
-    """The same id text from PostgreSQL (uuid) and SQLite (32 hex digits)."""
-    return str(uuid.UUID(str(value)))
 
 
 def _trace_url(request: Request, trace_id: str | None) -> str | None:

@@ -108,6 +108,12 @@ def safe_url(url: str | URL) -> str:
         return "<not a database URL>"
 
 
+def require_postgres(engine: Engine, feature: str) -> None:
+    """Refuse a PostgreSQL-only operation on another database, naming the setting."""
+    if engine.dialect.name != "postgresql":
+        raise ConfigError(f"{feature} are for PostgreSQL (CHATSPAN_DATABASE_URL)")
+
+
 def describe_error(error: BaseException) -> str:
     """One line about a database error, with no SQL parameters, row content or password.
 

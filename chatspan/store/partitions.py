@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from sqlalchemy import Connection, Engine, Table, text
 from sqlalchemy.schema import CreateIndex
 
-from chatspan.config import ConfigError
+from chatspan.store.engine import require_postgres
 from chatspan.store.tables import dify_logs, error
 
 _logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def is_partitioned(connection: Connection, table: str) -> bool:
 
 def partition(engine: Engine) -> list[str]:
     """Convert both tables to monthly partitions, those not converted yet."""
-    require_postgres(engine)
+    require_postgres(engine, "monthly partitions")
     done = []
     with engine.begin() as connection:
         connection.execute(text("SET LOCAL timezone = 'UTC'"))
@@ -62,7 +62,7 @@ def partition(engine: Engine) -> list[str]:
 
 def ensure_months(engine: Engine, months_ahead: int = 3, now: datetime | None = None) -> list[str]:
     """Partitions from this month to `months_ahead` months on, where missing."""
-    require_postgres(engine)
+    require_postgres(engine, "monthly partitions")
     now = now or datetime.now(timezone.utc)
     created = []
     with engine.begin() as connection:
@@ -97,11 +97,6 @@ def partitions(connection: Connection, table: str) -> list[Partition]:
         start, end = _bounds(bound)
         found.append(Partition(table, name, start, end))
     return sorted(found, key=lambda p: p.start)
-
-
-def require_postgres(engine: Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        raise ConfigError("monthly partitions are for PostgreSQL (CHATSPAN_DATABASE_URL)")
 
 
 def _convert(connection: Connection, table: Table) -> None:

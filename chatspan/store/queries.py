@@ -34,6 +34,7 @@ from sqlalchemy import (
     tuple_,
 )
 
+from chatspan import semconv as sc
 from chatspan.store.tables import dify_logs, error
 
 COUNT_CAP = 10_000  # counting further would be slow on large tables; `total` stops here
@@ -247,7 +248,7 @@ def _chat_buckets(connection: Connection, window: Window, hourly: bool) -> dict[
         select(
             bucket,
             func.count(),
-            func.sum(case((dify_logs.c.status == "error", 1), else_=0)),
+            func.sum(case((dify_logs.c.status == sc.STATUS_ERROR, 1), else_=0)),
             func.sum(dify_logs.c.input_tokens),
             func.sum(dify_logs.c.output_tokens),
             func.sum(dify_logs.c.total_tokens),

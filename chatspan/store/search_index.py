@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, text
 
-from chatspan.config import ConfigError
+from chatspan.store.engine import require_postgres
 
 INDEXES = {
     "ix_dify_logs_input_trgm": "input_text",
@@ -22,7 +22,7 @@ INDEXES = {
 
 def create(engine: Engine) -> None:
     """Create pg_trgm and the indexes, without blocking writers (CONCURRENTLY)."""
-    _require_postgres(engine)
+    require_postgres(engine, "the text search indexes")
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
         for name, column in INDEXES.items():
@@ -35,12 +35,7 @@ def create(engine: Engine) -> None:
 
 
 def drop(engine: Engine) -> None:
-    _require_postgres(engine)
+    require_postgres(engine, "the text search indexes")
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         for name in INDEXES:
             connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {name}"))
-
-
-def _require_postgres(engine: Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        raise ConfigError("the text search indexes are for PostgreSQL (CHATSPAN_DATABASE_URL)")

@@ -15,6 +15,7 @@ monthly-partitioned schema the key is (id, created_at), and both are determinist
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.types import TypeEngine
 
 from chatspan.records import (
+    CHAT_COLUMNS,
+    ERROR_COLUMNS,
     ChatRecord,
     ErrorRecord,
     MappedBatch,
@@ -128,9 +131,7 @@ def _copy(
     import psycopg  # noqa: PLC0415  (only this path needs the driver itself)
 
     cursor = connection.connection.driver_connection.cursor()
-    columns = [column.name for column in table.columns]
-    copy_types = [_copy_type(column.type) for column in table.columns]
-    column_list = ", ".join(f'"{name}"' for name in columns)
+    column_list, copy_types = _copy_columns(table)
 
     def copy_into(target: str, rows: Records) -> None:
         with cursor.copy(f'COPY "{target}" ({column_list}) FROM STDIN') as copy:
@@ -160,6 +161,18 @@ def _copy(
         raise exc.DataError(None, None, failure) from failure
     finally:
         _finish(records)
+
+
+@functools.cache
+def _copy_columns(table: Table) -> tuple[str, list[str]]:
+    """The COPY column list of `table` in the order of its record's values, and their types.
+
+    The order comes from the record, whose ``values()`` fill each row: were the table
+    declared in another order, the rows still land in the right columns.
+    """
+    names = CHAT_COLUMNS if table is dify_logs else ERROR_COLUMNS
+    column_list = ", ".join(f'"{name}"' for name in names)
+    return column_list, [_copy_type(table.c[name].type) for name in names]
 
 
 def _copy_type(column_type: TypeEngine) -> str:
