@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy import text
 from sqlalchemy.orm import Session, registry
 
-from chatspan.config import StoreSettings
+from chatspan.config import SpoolSettings, StoreSettings
 from chatspan.exporters.postgres import PostgresSpanExporter
 from chatspan.records import CHAT_COLUMNS, SpanData, map_spans
 from chatspan.store.engine import make_engine
@@ -68,7 +68,10 @@ def main() -> None:
     with scratch_database(base, "bench") as url:
         engine = make_engine(url, timeout_s=60)
         upgrade(engine)
-        exporter = PostgresSpanExporter(StoreSettings(database_url=url, export_timeout_s=60))
+        # No spool: a batch the database refused must fail the run, not wait on disk.
+        exporter = PostgresSpanExporter(
+            StoreSettings(database_url=url, export_timeout_s=60), SpoolSettings(enabled=False)
+        )
         records = map_spans(SpanData.from_sdk(s) for s in spans).chats
         rows = [r.values() for r in records]
         orm_rows = [r.row() for r in records[: args.orm_rows]]
@@ -78,10 +81,12 @@ def main() -> None:
         for _ in range(args.rounds):
             _truncate(engine)
             results["exporter"].append(_time(len(spans), lambda: _export_all(exporter, spans)))
+            _expect_rows(engine, len(records))
             _truncate(engine)
             results["copy"].append(
                 _time(len(rows), lambda: _raw_copy(copy_connection, rows, BATCH))
             )
+            _expect_rows(engine, len(rows))
             _truncate(engine)
             results["copy_one"].append(
                 _time(len(rows), lambda: _raw_copy(copy_connection, rows, len(rows)))
@@ -158,6 +163,14 @@ def _orm_per_row(engine, orm_class, rows: list[dict]) -> None:
         for row in rows:
             session.add(orm_class(**{**row, "id": uuid.uuid4()}))
             session.commit()
+
+
+def _expect_rows(engine, expected: int) -> None:
+    """Count what the round stored: a rate only counts rows that reached the table."""
+    with engine.connect() as connection:
+        stored = connection.execute(text("SELECT count(*) FROM dify_logs")).scalar_one()
+    if stored != expected:
+        raise SystemExit(f"{stored} chat rows stored, {expected} expected")
 
 
 def _truncate(engine) -> None:

@@ -24,9 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import httpx
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace.export import SpanExportResult
 from sqlalchemy import text
 
-from chatspan.config import StoreSettings
+from chatspan.config import SpoolSettings, StoreSettings
 from chatspan.exporters.postgres import PostgresSpanExporter
 from chatspan.store.engine import make_engine
 from chatspan.store.migrate import upgrade
@@ -57,7 +58,11 @@ def main() -> None:
         engines = {url: make_engine(url, timeout_s=60) for url in (ingest_url, direct_url)}
         for engine in engines.values():
             upgrade(engine)
-        exporter = PostgresSpanExporter(StoreSettings(database_url=direct_url, export_timeout_s=60))
+        # No spool: a refused batch must fail the run, not wait on disk.
+        exporter = PostgresSpanExporter(
+            StoreSettings(database_url=direct_url, export_timeout_s=60),
+            SpoolSettings(enabled=False),
+        )
         env = clean_env(
             CHATSPAN_DATABASE_URL=ingest_url,
             CHATSPAN_INGEST_API_KEYS=INGEST_KEY,
@@ -83,13 +88,18 @@ def main() -> None:
                 started = time.perf_counter()
                 for body in bodies:
                     response = client.post("/v1/traces", content=body)
-                    if response.status_code != 200:
+                    if response.status_code != 200 or response.content:
+                        # A partial success is a 200 with a body that says what was rejected.
                         raise SystemExit(f"ingest answered {response.status_code}: {response.text}")
                 rates["ingest"].append(len(spans) / (time.perf_counter() - started))
                 started = time.perf_counter()
                 for i in range(0, len(spans), BATCH):
-                    exporter.export(spans[i : i + BATCH])
+                    if exporter.export(spans[i : i + BATCH]) is not SpanExportResult.SUCCESS:
+                        raise SystemExit("the exporter failed: see the log line above")
                 rates["direct"].append(len(spans) / (time.perf_counter() - started))
+                stored = {url: _rows(engine) for url, engine in engines.items()}
+                if len(set(stored.values())) != 1:
+                    raise SystemExit(f"ingest and direct stored different rows: {stored}")
         exporter.shutdown()
         for engine in engines.values():
             engine.dispose()
@@ -103,6 +113,15 @@ def main() -> None:
         rounds = ", ".join(f"{r:,.0f}" for r in rates[name])
         print(f"  {label:<34} {statistics.median(rates[name]):>9,.0f} spans/s   (rounds: {rounds})")
     print(f"ingest / direct = {statistics.median(ratios):.2f}x   (target >= 0.5)")
+
+
+def _rows(engine) -> tuple[int, int]:
+    """Chat and error rows stored: both paths must have stored the same."""
+    with engine.connect() as connection:
+        return (
+            connection.execute(text("SELECT count(*) FROM dify_logs")).scalar_one(),
+            connection.execute(text('SELECT count(*) FROM "error"')).scalar_one(),
+        )
 
 
 if __name__ == "__main__":

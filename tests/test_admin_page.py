@@ -134,5 +134,7 @@ def test_chat_text_is_shown_as_text_never_run_as_html(browser, database_url, tmp
         page.wait_for_selector("#chat-rows tr")
         page.locator("#chat-rows a.user").first.click()
         page.wait_for_selector("#conversation-turns .turn")
+        # No element was made from the text (an <img> would fire onerror only later).
+        assert page.locator("main img, main script").count() == 0
         assert page.evaluate("window.__owned === undefined")
         assert hostile in page.inner_text("#conversation-turns .question")

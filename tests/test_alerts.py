@@ -173,6 +173,7 @@ def test_an_unreachable_webhook_is_logged_without_its_address(database_url, capl
     )
     assert len(alerter.check()) == 1
     assert alerter.sent == 0
+    assert "could not send the" in caplog.text  # the failure was logged
     assert "secret" not in caplog.text
     assert alerter.check() != []  # not sent, so not in cool-down: tried again
 

@@ -18,7 +18,7 @@ from chatspan.store.engine import make_engine
 from chatspan.store.migrate import upgrade
 
 from pgdb import scratch_database
-from rows import comparable_rows, fetch_rows
+from rows import comparable_rows, count_rows
 from servers import (
     APP_KEY,
     clean_env,
@@ -137,7 +137,7 @@ def test_chats_forwarded_through_rotel_equal_the_direct_exporters_and_survive_a_
                 for i in range(10):
                     _chat(app.base_url, "before", i)
                 wait_for(
-                    lambda: len(fetch_rows(forwarded_url, "dify_logs")) >= 10,
+                    lambda: count_rows(forwarded_url, "dify_logs") >= 10,
                     what="forwarded chats",
                 )
                 stop(ingest)  # the ingest service goes away mid-run ...
@@ -147,12 +147,12 @@ def test_chats_forwarded_through_rotel_equal_the_direct_exporters_and_survive_a_
                 # ... and comes back on the same port.
                 with run_chatspan_serve(tmp_path, serve_env, port):
                     wait_for(
-                        lambda: len(fetch_rows(forwarded_url, "dify_logs")) >= 25,
+                        lambda: count_rows(forwarded_url, "dify_logs") >= 25,
                         timeout=60,
                         what="the chats sent while ingest was down",
                     )
                     wait_for(
-                        lambda: len(fetch_rows(direct_url, "dify_logs")) >= 25,
+                        lambda: count_rows(direct_url, "dify_logs") >= 25,
                         what="direct rows",
                     )
                     time.sleep(1)

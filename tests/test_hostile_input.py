@@ -100,7 +100,8 @@ def test_hostile_parameters_get_4xx_or_nothing_and_change_no_row(api, params):
         "/console/api/admin/users/user-1/chat-history",
     ):
         response = client.get(path, params=params)
-        assert response.status_code < 500, (path, params, response.text)
+        # 422 with a reason, or an answer: never an error, never a lost credential or route.
+        assert response.status_code in (200, 422), (path, params, response.text)
         if response.status_code == 200:
             for row in response.json()["data"]:  # whatever comes back matches literally
                 for key in ("user_id", "app_id", "conversation_id"):
@@ -113,7 +114,7 @@ def test_hostile_parameters_get_4xx_or_nothing_and_change_no_row(api, params):
         "/console/api/admin/log-stats",
         params={k: v for k, v in params.items() if k in ("since", "until")},
     )
-    assert stats.status_code < 500
+    assert stats.status_code in (200, 422), stats.text
     assert _fingerprint(url) == before
 
 

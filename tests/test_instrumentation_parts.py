@@ -140,7 +140,7 @@ def test_redaction_rules():
     assert redact("write to a.b@example.com") == "write to [REDACTED_EMAIL]"
     assert redact("call +1 (415) 555-0132 now") == "call [REDACTED_PHONE] now"
     assert redact("card 4111-1111-1111-1111") == "card [REDACTED_CARD]"
-    assert redact("order 4111-1111-1111-1112") != "order [REDACTED_CARD]"  # fails Luhn
+    assert redact("order 4111-1111-1111-1112") == "order 4111-1111-1111-1112"  # fails Luhn
     assert redact("key app-Zx8s7d6f5g4h3j2k1l0p") == "key [REDACTED_KEY]"
     assert redact("key sk-proj-abcdefghijklmnop12") == "key [REDACTED_KEY]"
     assert redact("Authorization: Bearer abc.def.ghijklmnop") == "Authorization: Bearer [REDACTED]"

@@ -123,6 +123,7 @@ def test_spooled_chats_survive_a_kill_9_during_the_outage(store, tmp_path, spool
     print(
         f"\nsent {len(load.sent)} before the kill, stored {chats} ({distinct} distinct), errors {errors}"
     )
+    assert load.failures == []
     assert chats == distinct == len(load.sent)
     assert errors == load.expected_errors()
 
@@ -165,6 +166,7 @@ def test_a_supabase_outage_loses_nothing_and_requests_never_wait_for_it(postgres
     print(
         f"\nsent {len(load.sent)}, stored {chats} ({distinct} distinct), errors {errors}; {_report(load)}"
     )
+    assert load.failures == []
     assert chats == distinct == len(load.sent)
     assert errors == load.expected_errors()
     _assert_no_request_waited(load)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import jwt
 import pytest
@@ -141,15 +141,21 @@ def test_cursor_pages_stay_exact_while_rows_arrive(api, store):
     expected = newest_first(chats)
     writer = RecordWriter(make_engine(url, timeout_s=10))
     seen, cursor, extra = [], None, 1000
+    newer_ids, late_ids_ahead, late_ids_behind = set(), set(), set()
     while True:
         params = {"per_page": 9, **({"cursor": cursor} if cursor else {})}
         body = api.get(CHATS, params=params).json()
         seen += [r["id"] for r in body["data"]]
-        # Between pages, new chats arrive: newer than everything, and one as old as the
-        # rows being paged through (a late export).
-        newer, _ = chat_span(extra, BASE + timedelta(days=40, seconds=extra))
-        late, _ = chat_span(extra + 1, BASE + timedelta(days=30, seconds=extra))
+        # Between pages, new chats arrive: one newer than everything, and a late export
+        # from the middle of the seeded days, ahead of the cursor or already behind it.
+        newer, newer_chat = chat_span(extra, BASE + timedelta(days=40, seconds=extra))
+        late, late_chat = chat_span(extra + 1, BASE + timedelta(days=7, seconds=extra))
         writer.write([newer, late])
+        newer_ids.add(newer_chat.id)
+        if body["data"] and late_chat.created_at < _created_at(body["data"][-1]):
+            late_ids_ahead.add(late_chat.id)  # older than the page's end: still to come
+        else:
+            late_ids_behind.add(late_chat.id)
         extra += 2
         cursor = body["next_cursor"]
         if not cursor:
@@ -157,6 +163,13 @@ def test_cursor_pages_stay_exact_while_rows_arrive(api, store):
     writer.engine.dispose()
     assert len(seen) == len(set(seen)), "a row came twice"
     assert [i for i in seen if i in set(expected)] == expected, "a row was skipped or misplaced"
+    assert late_ids_ahead and late_ids_behind, "the late rows fell on both sides of the cursor"
+    assert late_ids_ahead <= set(seen), "a late row ahead of the cursor was skipped"
+    assert not (late_ids_behind | newer_ids) & set(seen), "a row behind the cursor came back"
+
+
+def _created_at(row: dict) -> datetime:
+    return datetime.fromisoformat(row["created_at"].replace("Z", "+00:00"))
 
 
 def test_error_logs_and_their_filters(api, store):

@@ -19,7 +19,7 @@ from outage import refuse_connections
 
 from chatspan.config import SpoolSettings, StoreSettings
 from chatspan.exporters.postgres import PostgresSpanExporter
-from chatspan.exporters.spool import SUFFIX, Spool
+from chatspan.exporters.spool import RETRY_MIN_S, SUFFIX, Spool
 from chatspan.records import SpanData
 
 from pgdb import libpq_dsn
@@ -79,7 +79,9 @@ def test_a_failing_destination_keeps_the_batch_and_is_retried(tmp_path, caplog):
         spool.put(_batch(2))
         wait_for(lambda: len(attempts) >= 3 and not _files(tmp_path), timeout=20, what="3 tries")
     spool.stop()
-    assert attempts[2] - attempts[1] > 0  # backed off between tries
+    # Backed off between tries, the wait doubling: by the third try at least RETRY_MIN_S
+    # (the first wait, up to RETRY_MIN_S, may be cut short by the batch's arrival).
+    assert attempts[2] - attempts[1] >= 0.9 * RETRY_MIN_S
     assert "could not deliver yet (ConnectionRefusedError)" in caplog.text
 
 
