@@ -152,15 +152,17 @@ def test_chats_and_errors_are_recorded_and_a_killed_worker_is_replaced(
         workers = wait_for(
             lambda: len(_worker_pids(master)) == 2 and _worker_pids(master), what="2 workers"
         )
-        os.kill(workers[0], signal.SIGKILL)
-        wait_for(
-            lambda: len(pids := _worker_pids(master)) == 2 and workers[0] not in pids,
-            timeout=30,
-            what="a replacement worker",
-        )
+        for killed in workers:  # one at a time: then every worker is a replacement
+            os.kill(killed, signal.SIGKILL)
+            wait_for(
+                lambda gone=killed: len(pids := _worker_pids(master)) == 2 and gone not in pids,
+                timeout=30,
+                what="a replacement worker",
+            )
+        assert not set(workers) & set(_worker_pids(master))
         user = f"after-kill-{uuid.uuid4().hex[:6]}"
         client = _client(app)
-        for i in range(12):  # enough to reach both workers
+        for i in range(12):  # only replacement workers can answer these
             assert client.create_chat_message({}, f"still there? {i}", user, "streaming").content
         assert len(_chats_of(store, user, 12)) == 12
         log = app.log()
