@@ -91,10 +91,12 @@ def main() -> None:
             results["copy_one"].append(
                 _time(len(rows), lambda: _raw_copy(copy_connection, rows, len(rows)))
             )
+            _expect_rows(engine, len(rows))
             _truncate(engine)
             results["orm"].append(
                 _time(len(orm_rows), lambda: _orm_per_row(engine, orm_class, orm_rows))
             )
+            _expect_rows(engine, len(orm_rows))
         copy_connection.close()
         exporter.shutdown()
         engine.dispose()

@@ -37,9 +37,8 @@ def run(processor_type: type, spans: list[ReadableSpan]) -> tuple[float, float]:
     for span in spans:
         processor.on_end(span)
     handed_over = time.perf_counter()
-    processor.force_flush()
-    while exporter.count < len(spans):
-        time.sleep(0.001)
+    if not processor.force_flush(30_000) or exporter.count != len(spans):
+        raise SystemExit(f"{processor_type.__name__} exported {exporter.count} of {len(spans)}")
     finished = time.perf_counter()
     processor.shutdown()
     return (handed_over - started) / len(spans) * 1e6, len(spans) / (finished - started)

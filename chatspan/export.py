@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Table, select
 
 from chatspan.store.queries import (
     ChatFilters,
@@ -30,12 +30,15 @@ FETCH_ROWS = 1_000
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 
 
+def table_for(filters: ChatFilters | ErrorFilters) -> Table:
+    """The table a filter selects from: chats or errors."""
+    return dify_logs if isinstance(filters, ChatFilters) else error
+
+
 def export_lines(engine: Engine, filters: ChatFilters | ErrorFilters, fmt: Format) -> Iterator[str]:
     """The export, a chunk of lines at a time: oldest row first."""
-    table = dify_logs if isinstance(filters, ChatFilters) else error
-    conditions = (
-        chat_conditions(filters) if isinstance(filters, ChatFilters) else error_conditions(filters)
-    )
+    table = table_for(filters)
+    conditions = chat_conditions(filters) if table is dify_logs else error_conditions(filters)
     columns = [column.name for column in table.columns]
     query = select(table).where(*conditions).order_by(table.c.created_at, table.c.id)
     buffer = io.StringIO()

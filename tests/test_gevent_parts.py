@@ -59,11 +59,13 @@ def test_without_the_hook_a_greenlet_starts_a_trace_of_its_own(recorder):
     assert not _model_call_parent(recorder, gevent.spawn)
 
 
-def test_uninstall_gives_back_gevents_own_spawn(hooked):
-    assert gevent.spawn is not greenlets._originals["spawn"]
+def test_uninstall_gives_back_gevents_own_spawn(recorder):
+    own_spawn, own_spawn_later = gevent.spawn, gevent.spawn_later
+    greenlets.install()
+    assert gevent.spawn is not own_spawn
     greenlets.uninstall()
-    assert gevent.spawn.__module__.startswith("gevent")
-    assert not greenlets._originals
+    assert (gevent.spawn, gevent.spawn_later) == (own_spawn, own_spawn_later)
+    assert not _model_call_parent(recorder, gevent.spawn)  # the context is no longer carried
 
 
 PATCHED_PROCESS = textwrap.dedent(

@@ -3,10 +3,11 @@ and the per-request chat call's bounded memory."""
 
 from __future__ import annotations
 
+import itertools
 import json
-import tracemalloc
 
 import pytest
+from memory import peak_growth
 
 from chatspan.config import CaptureSettings, ConfigError
 from chatspan.instrumentation import build_telemetry
@@ -179,17 +180,9 @@ def test_an_endless_stream_keeps_memory_bounded(monkeypatch):
     chat.read_request_body(b'{"query": "go on forever", "user": "u"}')
     chat.response_started(200, "text/event-stream")
     event = b'data: {"event": "message", "answer": "' + b"word " * 20 + b'"}\n\n'
-    tracemalloc.start()
-    for _ in range(1_000):
-        chat.body_chunk(event)
-    baseline, _ = tracemalloc.get_traced_memory()
-    tracemalloc.reset_peak()
-    for _ in range(199_000):
-        chat.body_chunk(event)
-    _current, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    growth = peak_growth(itertools.repeat(event, 200_000), 1_000, chat.body_chunk)
     chat.finish()
-    assert peak - baseline < 512 * 1024, f"memory grew by {peak - baseline} bytes"
+    assert growth < 512 * 1024, f"memory grew by {growth} bytes"
     (span,) = recorder.spans()
     assert len(span.attributes["output.value"]) == 10_000
     assert span.attributes["chatspan.output.truncated"] is True

@@ -9,12 +9,12 @@ import json
 import subprocess
 import sys
 import threading
-import tracemalloc
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from memory import peak_growth
 
 from chatspan.config import ApiSettings, SpoolSettings, StoreSettings
 from chatspan.export import export_lines
@@ -88,25 +88,45 @@ def test_redaction_keeps_rows_and_metrics_and_blanks_the_text(store):
     )
 
 
-def test_retention_runs_safely_while_exporters_write(store, spool_directory):
+def test_retention_runs_safely_while_exporters_write(store):
     url, engine, _chats, _ = store
     exporter = PostgresSpanExporter(StoreSettings(database_url=url), SpoolSettings(enabled=False))
-    fresh = chat_spans(400)  # made now: newer than the cutoff
+    exports = 20
+    fresh = chat_spans(20 * exports)  # made now: newer than the cutoff
     results = []
+    released, finished = threading.Semaphore(0), threading.Semaphore(0)
 
     def write() -> None:
-        for i in range(0, 400, 20):
-            results.append(exporter.export(fresh[i : i + 20]))
+        for i in range(exports):
+            released.acquire()
+            results.append(exporter.export(fresh[20 * i : 20 * (i + 1)]))
+            finished.release()
+
+    seen = []  # exports finished when each retention batch began
+
+    def between_batches(_done: int, _total: int) -> None:
+        if len(seen) < exports:
+            if seen:
+                finished.acquire()  # the export let go last time is stored
+            seen.append(len(results))
+            released.release()  # the next one runs alongside retention's next batch
 
     writer = threading.Thread(target=write)
     writer.start()
     retention.apply(
-        engine, "dify_logs", datetime.now(timezone.utc) - timedelta(days=1), batch_rows=5
+        engine,
+        "dify_logs",
+        datetime.now(timezone.utc) - timedelta(days=1),
+        batch_rows=5,
+        progress=between_batches,
     )
+    for _ in range(exports - len(seen)):
+        released.release()
     writer.join()
     exporter.shutdown()
+    assert len(seen) > 3 and seen == list(range(len(seen))), "the two did not interleave"
     assert all(r.name == "SUCCESS" for r in results)
-    assert count_rows(url, "dify_logs") == 400  # the seed is old, the fresh chats are all here
+    assert count_rows(url, "dify_logs") == 20 * exports  # the seed is old, the fresh all here
 
 
 # -- monthly partitions (PostgreSQL) -------------------------------------------------
@@ -252,22 +272,19 @@ def test_an_export_of_many_rows_streams_in_constant_memory(postgres_database):
             chat_span(i, BASE + timedelta(seconds=i))[0] for i in range(start, start + 5_000)
         )
     lines = 0
-    tracemalloc.start()
-    chunks = export_lines(engine, ChatFilters(Window()), "jsonl")
-    for index, chunk in enumerate(chunks):
+
+    def count(chunk: str) -> None:
+        nonlocal lines
         lines += chunk.count("\n")
-        if index == 2:
-            baseline, _ = tracemalloc.get_traced_memory()
-            tracemalloc.reset_peak()
-    _current, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+
+    growth = peak_growth(export_lines(engine, ChatFilters(Window()), "jsonl"), 3, count)
     engine.dispose()
     assert lines == 60_000
-    assert peak - baseline < 8 * 1024 * 1024, f"memory grew by {peak - baseline} bytes"
+    assert growth < 8 * 1024 * 1024, f"memory grew by {growth} bytes"
 
 
 def test_the_export_command_writes_what_the_api_serves(api, store, tmp_path):
-    url, _engine, _chats, _ = store
+    url, _engine, _chats, errors = store
     out = tmp_path / "errors.csv"
     result = subprocess.run(
         [
@@ -293,3 +310,7 @@ def test_the_export_command_writes_what_the_api_serves(api, store, tmp_path):
         "/console/api/admin/error-logs/export", params={"since": "2026-11-03T00:00:00Z"}
     ).text
     assert out.read_text() == served
+    since = datetime(2026, 11, 3, tzinfo=timezone.utc)
+    expected = [e for e in errors if e.created_at >= since]
+    assert 0 < len(expected) < len(errors)  # the filter keeps some, and drops some
+    assert len(list(csv.DictReader(io.StringIO(served)))) == len(expected)

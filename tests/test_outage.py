@@ -12,6 +12,7 @@ import time
 import pytest
 from outage import Load, new_run, refuse_connections, rss_bytes, sleep_while_sampling, stored
 
+from chatspan.exporters.spool import SUFFIX
 from chatspan.store.engine import make_engine
 from chatspan.store.migrate import upgrade
 
@@ -50,6 +51,29 @@ def _report(load: Load) -> str:
     )
 
 
+def _wait_for_every_chat(dsn: str, run: str, load: Load) -> None:
+    wait_for(lambda: stored(dsn, run)[0] >= len(load.sent), timeout=90, what="every chat")
+    time.sleep(1)  # a duplicate would arrive after the last original
+
+
+def _assert_every_chat_stored_once(dsn: str, run: str, load: Load) -> None:
+    chats, distinct, errors = stored(dsn, run)
+    print(f"\nsent {len(load.sent)}, stored {chats} ({distinct} distinct), errors {errors}")
+    print(_report(load))
+    assert load.failures == []
+    assert chats == distinct == len(load.sent), "lost or duplicated chats"
+    assert errors == load.expected_errors()
+
+
+def _spooled_batches(directory: str) -> list[str]:
+    return [
+        name
+        for _root, _dirs, files in os.walk(directory)
+        for name in files
+        if name.endswith(SUFFIX)
+    ]
+
+
 def _assert_no_request_waited(load: Load) -> None:
     """A request that waited for the destination would take its export timeout (seconds);
     the latency cost of an outage itself (target 1.2x) is measured by bench/outage.py."""
@@ -57,7 +81,9 @@ def _assert_no_request_waited(load: Load) -> None:
     assert during.p99_ms() < 1000 and during.p99_ms() < 50 * before.p99_ms(), _report(load)
 
 
-def test_a_database_outage_loses_nothing_and_requests_never_wait_for_it(store, tmp_path):
+def test_a_database_outage_loses_nothing_and_requests_never_wait_for_it(
+    store, tmp_path, spool_directory
+):
     url, dsn, database, admin = store
     run = new_run()
     with run_app("gunicorn", tmp_path, _app_env(url)) as app:
@@ -72,20 +98,14 @@ def test_a_database_outage_loses_nothing_and_requests_never_wait_for_it(store, t
         refuse_connections(admin, database, True)
         try:
             sleep_while_sampling(OUTAGE_S, lambda: during_rss.append(rss_bytes(app)))
+            assert _spooled_batches(spool_directory), "the outage never reached the exporter"
         finally:
             refuse_connections(admin, database, False)
         load.next_phase("after")
         time.sleep(10)
         load.stop()
-        wait_for(lambda: stored(dsn, run)[0] >= len(load.sent), timeout=90, what="every chat")
-        time.sleep(1)
-    chats, distinct, errors = stored(dsn, run)
-    print(
-        f"\nsent {len(load.sent)}, stored {chats} ({distinct} distinct), errors {errors}; {_report(load)}"
-    )
-    assert load.failures == []
-    assert chats == distinct == len(load.sent), "lost or duplicated chats"
-    assert errors == load.expected_errors()
+        _wait_for_every_chat(dsn, run, load)
+    _assert_every_chat_stored_once(dsn, run, load)
     _assert_no_request_waited(load)
     assert max(during_rss) - max(before_rss) < MEMORY_GROWTH_LIMIT
 
@@ -103,11 +123,7 @@ def test_spooled_chats_survive_a_kill_9_during_the_outage(store, tmp_path, spool
             time.sleep(8)
             load.stop()
             time.sleep(1.5)  # the last spans leave the processor's queue for the spool
-            assert any(
-                name.endswith(".batch.json")
-                for _root, _dirs, files in os.walk(spool_directory)
-                for name in files
-            )
+            assert _spooled_batches(spool_directory)
             os.killpg(app.process.pid, signal.SIGKILL)
             app.process.wait()
             time.sleep(OUTAGE_S - 12)
@@ -115,17 +131,8 @@ def test_spooled_chats_survive_a_kill_9_during_the_outage(store, tmp_path, spool
             refuse_connections(admin, database, False)
     with run_app("gunicorn", tmp_path, env):
         # The new process finds the spool the killed one left, and replays it.
-        wait_for(
-            lambda: stored(dsn, run)[0] >= len(load.sent), timeout=90, what="the spooled chats"
-        )
-        time.sleep(1)
-    chats, distinct, errors = stored(dsn, run)
-    print(
-        f"\nsent {len(load.sent)} before the kill, stored {chats} ({distinct} distinct), errors {errors}"
-    )
-    assert load.failures == []
-    assert chats == distinct == len(load.sent)
-    assert errors == load.expected_errors()
+        _wait_for_every_chat(dsn, run, load)
+    _assert_every_chat_stored_once(dsn, run, load)
 
 
 def test_a_supabase_outage_loses_nothing_and_requests_never_wait_for_it(postgres_server, tmp_path):
@@ -134,7 +141,7 @@ def test_a_supabase_outage_loses_nothing_and_requests_never_wait_for_it(postgres
         install_platform(dsn)
         apply_migration(dsn)
         run = new_run()
-        with running(dsn, free_port()) as (supabase_url, faults, _calls):
+        with running(dsn, free_port()) as (supabase_url, faults, calls):
             env = clean_env(
                 OTEL_TRACES_EXPORTER="chatspan_supabase",
                 SUPABASE_URL=supabase_url,
@@ -151,23 +158,17 @@ def test_a_supabase_outage_loses_nothing_and_requests_never_wait_for_it(postgres
                 load.next_phase("before")
                 time.sleep(10)
                 load.next_phase("during")
-                faults.during, faults.until = 503, time.monotonic() + OUTAGE_S
+                outage_started = time.monotonic()
+                faults.during, faults.until = 503, outage_started + OUTAGE_S
                 rss = []
                 sleep_while_sampling(OUTAGE_S, lambda: rss.append(rss_bytes(app)))
                 load.next_phase("after")
                 time.sleep(10)
                 load.stop()
-                wait_for(
-                    lambda: stored(dsn, run)[0] >= len(load.sent), timeout=90, what="every chat"
-                )
-                time.sleep(1)
+                _wait_for_every_chat(dsn, run, load)
                 stop(app)
-        chats, distinct, errors = stored(dsn, run)
-    print(
-        f"\nsent {len(load.sent)}, stored {chats} ({distinct} distinct), errors {errors}; {_report(load)}"
-    )
-    assert load.failures == []
-    assert chats == distinct == len(load.sent)
-    assert errors == load.expected_errors()
+            during = [c for c in calls.requests if 0 <= c["at"] - outage_started < OUTAGE_S]
+            assert during, "no export met the outage"
+        _assert_every_chat_stored_once(dsn, run, load)
     _assert_no_request_waited(load)
     assert max(rss) - min(rss) < MEMORY_GROWTH_LIMIT

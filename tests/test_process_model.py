@@ -150,7 +150,7 @@ def test_chats_and_errors_are_recorded_and_a_killed_worker_is_replaced(
         _exercise(app, store)
         master = _master_pid(app)
         workers = wait_for(
-            lambda: len(_worker_pids(master)) == 2 and _worker_pids(master), what="2 workers"
+            lambda: len(pids := _worker_pids(master)) == 2 and pids, what="2 workers"
         )
         for killed in workers:  # one at a time: then every worker is a replacement
             os.kill(killed, signal.SIGKILL)

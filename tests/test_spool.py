@@ -137,18 +137,22 @@ sys.path.insert(0, {tests!r})
 from chatspan.exporters.spool import Spool
 from chatspan.records import SpanData
 from spans import chat_spans
-spool = Spool(__import__("pathlib").Path({directory!r}), lambda spans: time.sleep(3600), max_bytes=10**9, name="test")
+def deliver(spans):
+    print("replaying", flush=True)
+    time.sleep(3600)  # holding the file's lock, until killed
+spool = Spool(__import__("pathlib").Path({directory!r}), deliver, max_bytes=10**9, name="test")
 spool.put([SpanData.from_sdk(s) for s in chat_spans(3)])
 print("spooled", flush=True)
-time.sleep(3600)  # replaying, holding the file's lock, until killed
+time.sleep(3600)
 """
 
 
 def test_a_batch_survives_a_kill_9_and_is_replayed_by_the_next_process(tmp_path):
     script = CRASHING_WRITER.format(tests=str(Path(__file__).parent), directory=str(tmp_path))
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert process.stdout.readline().strip() == "spooled"
-    time.sleep(0.5)  # its replay thread now holds the lock
+    # Its replay thread holds the file's lock once it says it is replaying.
+    said = {process.stdout.readline().strip(), process.stdout.readline().strip()}
+    assert said == {"spooled", "replaying"}
     assert _replay_count(tmp_path) == 0, "a locked file must be left to its holder"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()

@@ -81,12 +81,12 @@ def status(settings: SpoolSettings) -> dict:
     queues = []
     if root.is_dir():
         for directory in sorted(p for p in root.iterdir() if p.is_dir()):
-            files = [f for f in directory.glob(f"*{SUFFIX}") if f.exists()]
+            batches = _batches(directory)
             queues.append(
                 {
                     "name": directory.name,
-                    "pending_batches": len(files),
-                    "pending_bytes": sum(f.stat().st_size for f in files if f.exists()),
+                    "pending_batches": len(batches),
+                    "pending_bytes": sum(size for _path, size in batches),
                 }
             )
     counters = [{"name": spool.directory.name, **spool.counters.as_dict()} for spool in _LIVE]
@@ -178,10 +178,10 @@ class Spool:
         return self._failing and self.pending() > 0
 
     def size(self) -> int:
-        return sum(path.stat().st_size for path in self._files(existing_only=True))
+        return sum(size for _path, size in _batches(self.directory))
 
     def pending(self) -> int:
-        return len(list(self._files(existing_only=True)))
+        return len(_batches(self.directory))
 
     # -- replaying ----------------------------------------------------------------
 
@@ -206,7 +206,7 @@ class Spool:
         return self._replay_all(lambda: False)
 
     def _replay_all(self, stopping: Callable[[], bool]) -> bool:
-        for path in self._files(existing_only=False):
+        for path, _size in _batches(self.directory):
             if stopping():
                 return True
             if self._replay(path) is False:
@@ -269,16 +269,25 @@ class Spool:
         )
         return True
 
-    def _files(self, *, existing_only: bool) -> Iterator[Path]:
-        try:
-            names = sorted(os.listdir(self.directory))
-        except FileNotFoundError:
-            return
-        for name in names:
-            if name.endswith(SUFFIX):
-                path = self.directory / name
-                if not existing_only or path.exists():
-                    yield path
+
+def _batches(directory: Path) -> list[tuple[Path, int]]:
+    """The batch files waiting in `directory`, oldest first, with their sizes.
+
+    Other processes deliver and remove files meanwhile: one gone between the listing
+    and its stat is simply not there, never an error (`put` runs inside ``export``).
+    """
+    try:
+        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+    except FileNotFoundError:
+        return []
+    found = []
+    for entry in entries:
+        if entry.name.endswith(SUFFIX):
+            try:
+                found.append((Path(entry.path), entry.stat().st_size))
+            except FileNotFoundError:
+                continue
+    return found
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from pydantic import StringConstraints
 from sqlalchemy import Connection, Engine
 
 from chatspan import semconv as sc
-from chatspan.export import MEDIA_TYPES, export_lines
+from chatspan.export import MEDIA_TYPES, Format, export_lines, table_for
 from chatspan.query_api.auth import Admin, Reader, require_reader_of
 from chatspan.query_api.models import (
     ChatLogPage,
@@ -141,14 +141,13 @@ def error_groups(
     return {"data": groups, "page": page, "per_page": per_page, "has_more": has_more}
 
 
-ExportFormat = Annotated[Literal["csv", "jsonl"], Query(alias="format")]
+ExportFormat = Annotated[Format, Query(alias="format")]
+EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {media_type.split(";")[0]: {} for media_type in MEDIA_TYPES.values()}}
+}
 
 
-@router.get(
-    "/chat-logs/export",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
-)
+@router.get("/chat-logs/export", response_class=StreamingResponse, responses=EXPORT_RESPONSES)
 def export_chat_logs(
     request: Request,
     _admin: Admin,
@@ -156,14 +155,10 @@ def export_chat_logs(
     export_format: ExportFormat = "csv",
 ) -> StreamingResponse:
     """Every chat the filters match, oldest first, streamed as CSV or JSON lines."""
-    return _export(request, filters, export_format, "dify_logs")
+    return _export(request, filters, export_format)
 
 
-@router.get(
-    "/error-logs/export",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
-)
+@router.get("/error-logs/export", response_class=StreamingResponse, responses=EXPORT_RESPONSES)
 def export_error_logs(
     request: Request,
     _admin: Admin,
@@ -171,12 +166,13 @@ def export_error_logs(
     export_format: ExportFormat = "csv",
 ) -> StreamingResponse:
     """Every error the filters match, oldest first, streamed as CSV or JSON lines."""
-    return _export(request, filters, export_format, "error")
+    return _export(request, filters, export_format)
 
 
 def _export(
-    request: Request, filters: ChatFilters | ErrorFilters, fmt: str, table: str
+    request: Request, filters: ChatFilters | ErrorFilters, fmt: Format
 ) -> StreamingResponse:
+    table = table_for(filters).name
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return StreamingResponse(
         export_lines(request.app.state.engine, filters, fmt),

@@ -16,9 +16,8 @@ from datetime import datetime
 from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
 
 from chatspan.store import partitions
-from chatspan.store.tables import dify_logs, error
+from chatspan.store.tables import metadata
 
-TABLES = {"dify_logs": dify_logs, "error": error}
 # Columns that hold content, blanked by `redact`.
 CONTENT = {"dify_logs": ("input_text", "output_text"), "error": ("error_message",)}
 BATCH_ROWS = 5_000
@@ -45,13 +44,13 @@ def apply(
     progress: Progress = lambda done, total: None,
 ) -> RetentionResult:
     """Delete (or, with `redact`, blank the content of) rows created before `cutoff`."""
-    table = TABLES[table_name]
+    table = metadata.tables[table_name]
     older = table.c.created_at < cutoff
     if redact:
         older = and_(older, or_(*(table.c[c].is_not(None) for c in CONTENT[table_name])))
     with engine.connect() as connection:
         matched = connection.scalar(select(func.count()).select_from(table).where(older))
-        whole_months = [] if redact else _months_before(engine, table_name, cutoff)
+    whole_months = [] if redact else _months_before(engine, table_name, cutoff)
     result = RetentionResult(table_name, matched)
     if dry_run or not matched:
         result.dropped_partitions = [p.name for p in whole_months] if dry_run else []

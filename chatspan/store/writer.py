@@ -164,7 +164,7 @@ def _copy(
 
 
 @functools.cache
-def _copy_columns(table: Table) -> tuple[str, list[str]]:
+def _copy_columns(table: Table) -> tuple[str, tuple[str, ...]]:
     """The COPY column list of `table` in the order of its record's values, and their types.
 
     The order comes from the record, whose ``values()`` fill each row: were the table
@@ -172,7 +172,7 @@ def _copy_columns(table: Table) -> tuple[str, list[str]]:
     """
     names = CHAT_COLUMNS if table is dify_logs else ERROR_COLUMNS
     column_list = ", ".join(f'"{name}"' for name in names)
-    return column_list, [_copy_type(table.c[name].type) for name in names]
+    return column_list, tuple(_copy_type(table.c[name].type) for name in names)
 
 
 def _copy_type(column_type: TypeEngine) -> str:
