@@ -94,7 +94,7 @@ def sse(payload: dict[str, Any]) -> bytes:
 
 
 def common_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """What every event of one answer carries."""
+    """What every event of one answer carries, in Dify's order (after "event")."""
     return {
         "conversation_id": body.get("conversation_id") or _id(body, "conversation"),
         "message_id": _id(body, "message"),
@@ -118,26 +118,34 @@ def chat_stream(body: dict[str, Any]) -> Iterator[bytes]:
         if delay:
             time.sleep(delay)
         kind = "agent_message" if index == 1 else "message"
-        yield sse({"event": kind, "id": common["message_id"], "answer": piece, **common})
+        yield sse(
+            {
+                "event": kind,
+                **common,
+                "id": common["message_id"],
+                "answer": piece,
+                "from_variable_selector": None,
+            }
+        )
         if index == 2:
-            yield sse({"event": "node_retry", "data": {"retry_index": 1}, **common})
+            yield sse({"event": "node_retry", **common, "data": {"retry_index": 1}})
             if "[stream-error]" in query:
                 yield sse(
                     {
                         "event": "error",
+                        **common,
                         "status": 400,
                         "code": "completion_request_error",
                         "message": "the model provider rejected the request: quota exceeded",
-                        **common,
                     }
                 )
                 return
     if "[replace]" in query:
-        yield sse({"event": "message_replace", "answer": "This answer was moderated.", **common})
+        yield sse({"event": "message_replace", **common, "answer": "This answer was moderated."})
     audio = base64.b64encode(b"\x00\x01" * 4096).decode()
-    yield sse({"event": "tts_message", "audio": audio, **common})
-    yield sse({"event": "tts_message_end", "audio": "", **common})
-    yield sse({"event": "message_end", "metadata": {"usage": _usage(query, answer)}, **common})
+    yield sse({"event": "tts_message", **common, "audio": audio})
+    yield sse({"event": "tts_message_end", **common, "audio": ""})
+    yield sse({"event": "message_end", **common, "metadata": {"usage": _usage(query, answer)}})
 
 
 def workflow_blocking(body: dict[str, Any]) -> dict[str, Any]:

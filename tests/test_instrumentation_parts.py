@@ -23,7 +23,7 @@ from chatspan.instrumentation.profiles import (
     openai_routes,
 )
 from chatspan.instrumentation.redaction import Redactor
-from chatspan.instrumentation.sse import EventBuffer, data_lines_pattern
+from chatspan.instrumentation.sse import EventBuffer, data_lines
 
 from spans import SpanRecorder
 
@@ -42,18 +42,14 @@ DATA_LINES = [
 
 
 def _read(buffer: EventBuffer, chunks) -> bytes:
-    complete = b"".join(buffer.take() for chunk in chunks if buffer.add(chunk))
+    complete = b"".join(buffer.take() for chunk in chunks if buffer.add([chunk]))
     return complete + buffer.take(final=True)
-
-
-def _data_lines(events: bytes) -> list[bytes]:
-    return [other for _json, _text, other in data_lines_pattern(None).findall(events)]
 
 
 def test_sse_events_are_the_same_however_the_bytes_are_split():
     stream = b"".join(EVENTS)
     whole = _read(EventBuffer(), [stream])
-    assert _data_lines(whole) == DATA_LINES
+    assert data_lines(whole) == DATA_LINES
     for split in range(1, len(stream)):
         buffer = EventBuffer(batch_bytes=1)  # a batch at every chunk: splits everywhere
         assert _read(buffer, [stream[:split], stream[split:]]) == whole
@@ -65,11 +61,11 @@ def test_an_oversized_event_is_dropped_as_it_passes():
     huge = b'data: {"event": "tts_message", "audio": "' + b"A" * 100_000 + b'"}\n\n'
     complete = b""
     for start in range(0, len(huge), 4096):
-        if buffer.add(huge[start : start + 4096]):
+        if buffer.add([huge[start : start + 4096]]):
             complete += buffer.take()
         assert buffer.held <= 4096 + 1024
     complete += _read(buffer, [EVENTS[0]])
-    assert _data_lines(complete) == [DATA_LINES[0]]
+    assert data_lines(complete) == [DATA_LINES[0]]
     assert buffer.skipped_events == 1
 
 
@@ -180,9 +176,82 @@ def test_an_endless_stream_keeps_memory_bounded(monkeypatch):
     chat.read_request_body(b'{"query": "go on forever", "user": "u"}')
     chat.response_started(200, "text/event-stream")
     event = b'data: {"event": "message", "answer": "' + b"word " * 20 + b'"}\n\n'
-    growth = peak_growth(itertools.repeat(event, 200_000), 1_000, chat.body_chunk)
+    growth = peak_growth(itertools.repeat((event,), 200_000), 1_000, chat.body_chunks)
     chat.finish()
     assert growth < 512 * 1024, f"memory grew by {growth} bytes"
     (span,) = recorder.spans()
     assert len(span.attributes["output.value"]) == 10_000
     assert span.attributes["chatspan.output.truncated"] is True
+
+
+# Text events as the fast path reads them, and events it must leave to the JSON parser:
+# escapes, braces and quotes inside strings, nested objects, keys that only look like
+# "answer", and other spacing. The answer must be what parsing every event gives.
+DIFY_STREAM_EVENTS = [
+    {"event": "message", "message_id": "m1", "conversation_id": "c1", "answer": "Dropped"},
+    {"event": "message_replace", "answer": "Hel"},
+    {"event": "agent_message", "id": "m1", "answer": 'lo "there" \\ {x} \\"'},
+    {"event": "message", "answer": "line\nbreak\ttab \u00e9\u4e2d\U0001f600", "created_at": 1},
+    {"event": "message", "meta": {"answer": "nested, not the answer"}, "answer": " ok"},
+    {"event": "message", "meta": {"k": 1, "answer": "nested first"}, "answer": " ok2"},
+    {"event": "message", "answer": " after", "extra": {"answer": "nested after"}},
+    {"event": "message", "answer": " last", "meta": {"k": 1, "answer": "nested, last"}},
+    {"event": "message", "answer": " in list", "refs": [{"k": 1, "answer": "nested"}], "n": 1},
+    {"event": "message", 'a"nswer': "x", 'say \\"answer': "y", "answer": " [keys]"},
+    {"event": "message", 'say "answer': "z", "n": 1, "answer": " [key ends in answer]"},
+    {"event": "message", "answer": " {braces} ", "n": None, "t": True, "f": -1.5e3},
+    {"event": "message", "answer": ""},
+    {"event": "message", "list": ["a", "b"], "answer": " end"},
+]
+OPENAI_STREAM_EVENTS = [
+    {"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}}]},
+    {"id": "c1", "choices": [{"index": 0, "delta": {"content": 'Hi "you" \\ {'}}]},
+    {"id": "c1", "choices": [{"index": 0, "delta": {"content": "\u00e9\n"}}]},
+    {
+        "id": "c1",
+        "choices": [{"index": 0, "delta": {"content": " A"}}, {"delta": {"content": "B"}}],
+    },
+    {
+        "id": "c1",
+        "choices": [{"index": 0, "delta": {"content": " and"}}],
+        "usage": {"prompt_tokens": 1},
+    },
+    {"id": "c1", "usage": {"completion_tokens": 9}, "choices": [{"delta": {"content": " so"}}]},
+    {"id": "c1", "choices": [{"index": 0, "delta": {"content": "!"}, "finish_reason": "stop"}]},
+    {"id": "c1", "choices": [], "usage": {"prompt_tokens": 3}},
+]
+
+
+def _stream(events: list[dict], separators: tuple[str, str]) -> bytes:
+    return b"".join(
+        b"data: " + json.dumps(e, separators=separators).encode() + b"\n\n" for e in events
+    )
+
+
+@pytest.mark.parametrize("separators", [(", ", ": "), (",", ":")], ids=["spaced", "compact"])
+@pytest.mark.parametrize(
+    ("path", "events"),
+    [("/v1/chat-messages", DIFY_STREAM_EVENTS), ("/v1/chat/completions", OPENAI_STREAM_EVENTS)],
+    ids=["dify", "openai"],
+)
+def test_streamed_answer_is_what_parsing_every_event_gives(path, events, separators):
+    telemetry = build_telemetry(SpanRecorder().provider)
+    match = Router([*dify_routes(), *openai_routes()]).match("POST", path)
+    expected = ChatCall(telemetry, match, None).response
+    for event in events:
+        match.route.shape.read_event(event, expected)
+    assert expected.answer.text()  # the reference read something
+
+    stream = _stream(events, separators)
+    for cut in (len(stream), 7, 1):  # whole, and in small chunks
+        chat = ChatCall(telemetry, match, None)
+        chat.response_started(200, "text/event-stream")
+        chat.body_chunks([stream[i : i + cut] for i in range(0, len(stream), cut)])
+        chat.finish()
+        assert chat.response.answer.text() == expected.answer.text()
+        response = chat.response
+        assert (response.message_id, response.input_tokens, response.output_tokens) == (
+            expected.message_id,
+            expected.input_tokens,
+            expected.output_tokens,
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _json_string
 from time import time_ns
@@ -34,7 +35,7 @@ from chatspan.instrumentation.profiles import (
     decode_pieces,
 )
 from chatspan.instrumentation.redaction import Redactor
-from chatspan.instrumentation.sse import EventBuffer
+from chatspan.instrumentation.sse import EventBuffer, data_lines
 
 _logger = logging.getLogger(__name__)
 
@@ -142,6 +143,8 @@ class ChatCall:
     def response_started(self, status_code: int, content_type: str | None) -> None:
         self._status_code = status_code
         self.start_span()
+        if not self.span.is_recording():
+            return  # not sampled: nothing read from the answer would be kept
         media_type = (content_type or "").split(";", 1)[0].strip().lower()
         if media_type == "text/event-stream":
             self._sse = EventBuffer()
@@ -153,15 +156,16 @@ class ChatCall:
         if self._first_chunk_ns is None:
             self._first_chunk_ns = time_ns()
 
-    def body_chunk(self, chunk: bytes) -> None:
-        """See one chunk of the response body, after it has gone to the client."""
+    def body_chunks(self, chunks: Sequence[bytes]) -> None:
+        """See a run of response body chunks, after they have gone to the client."""
         events = self._sse
         if events is not None:
-            if events.add(chunk):
+            if events.add(chunks):
                 self._read_events(events.take())
         elif self._json is not None:
-            if len(self._json) + len(chunk) <= self._telemetry.capture.max_request_bytes:
-                self._json += chunk
+            run = b"".join(chunks)
+            if len(self._json) + len(run) <= self._telemetry.capture.max_request_bytes:
+                self._json += run
             else:
                 self._json = None  # too big to be a chat answer worth parsing
                 self.response.attributes[sc.CHATSPAN_RESPONSE_CAPTURED] = False
@@ -172,12 +176,14 @@ class ChatCall:
             return
         self.start_span()
         self._finished = True
+        span = self.span
+        if not span.is_recording():
+            return  # not sampled: nothing to read, and ending it would do nothing
         if self._sse is not None:
             self._read_events(self._sse.take(final=True))
         elif self._json:
             self._read_json_body(bytes(self._json))
         self._note_server_error()
-        span = self.span
         for found in self.response.exceptions:
             span.add_event(
                 sc.EXCEPTION_EVENT,
@@ -198,11 +204,11 @@ class ChatCall:
         """Read a run of complete SSE events: text pieces in bulk, others one by one."""
         shape, response = self._route.shape, self.response
         pieces: list[bytes] = []
-        for piece_json, piece_text, other in shape.data_lines.findall(events):
-            if piece_json and response.message_id is not None:
-                pieces.append(piece_text)
+        for data in data_lines(events):
+            # The first event is always parsed: it names the message and conversation.
+            if response.message_id is not None and (piece := shape.piece(data)) is not None:
+                pieces.append(piece)
                 continue
-            data = piece_json or other
             if data == b"[DONE]" or len(data) > _MAX_PARSED_EVENT_BYTES:
                 continue  # the end marker; audio and files, which are never captured
             if b"tts_message" in data[:64]:

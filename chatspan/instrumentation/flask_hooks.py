@@ -28,6 +28,7 @@ from chatspan.instrumentation.activation import ACTIVATION
 from chatspan.instrumentation.chat_call import ChatCall, record_outside_chat
 
 ENVIRON_KEY = "chatspan.chat_call"
+HANDOVER_BYTES = 64 * 1024
 _originals: dict[str, Any] = {}
 
 
@@ -136,11 +137,11 @@ class ChatResponseBody:
 
     The chat span is current in this thread from the first chunk to the last (a
     streamed answer is generated while the server pulls chunks, so model calls made
-    there belong to the chat). Each chunk goes to the server first and is shown to the
-    chat on the next pull, so looking at the answer never delays it. ``close()`` before
-    the end means the client went away: the chat is then recorded as cancelled. The
-    chunks are relayed by a generator: a stream of many small events costs one resume
-    per chunk, not a method call.
+    there belong to the chat). Chunks are shown to the chat in runs of about
+    :data:`HANDOVER_BYTES`, each run once its last chunk has gone to the server and
+    before the next is pulled from the app, so looking at the answer never delays it
+    and a stream of many small events costs a list append per chunk. ``close()``
+    before the end means the client went away: the chat is then recorded as cancelled.
     """
 
     def __init__(self, body: Iterable[bytes], chat: ChatCall) -> None:
@@ -154,28 +155,34 @@ class ChatResponseBody:
 
     def _relay(self) -> Iterator[bytes]:
         chat = self._chat
-        seen = chat.body_chunk
         token = otel_context.attach(chat.context())
-        sent = b""  # the chunk last handed to the server, shown to the chat on the next pull
+        sent: list[bytes] = []  # handed to the server, not yet shown to the chat
+        size = 0
         try:
             chunks = iter(self._body)
-            for sent in chunks:
-                if sent:
-                    chat.first_chunk_sent()
-                    yield sent
-                    break
-                yield sent
             for chunk in chunks:
-                seen(sent)
-                sent = chunk
+                if chunk:
+                    chat.first_chunk_sent()
+                    sent.append(chunk)
+                    size = len(chunk)
+                    yield chunk
+                    break
                 yield chunk
+            for chunk in chunks:
+                sent.append(chunk)
+                size += len(chunk)
+                yield chunk
+                if size >= HANDOVER_BYTES:
+                    chat.body_chunks(sent)
+                    sent.clear()
+                    size = 0
             self._done = True
         except Exception as exception:
             chat.record_exception(exception)
             raise
         finally:
             if sent:
-                seen(sent)
+                chat.body_chunks(sent)
             otel_context.detach(token)
             self._finish()
 

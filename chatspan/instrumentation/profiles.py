@@ -9,6 +9,7 @@ response JSON or SSE events into :class:`ResponseFacts`; they never touch spans.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -19,7 +20,6 @@ from typing import Any
 
 from chatspan import semconv as sc
 from chatspan.config import ConfigError
-from chatspan.instrumentation.sse import data_lines_pattern
 
 CHAT, COMPLETION, WORKFLOW = (
     sc.OPERATION_CHAT,
@@ -121,14 +121,28 @@ class Shape:
     def read_event(self, event: Mapping[str, Any], facts: ResponseFacts) -> None:
         """Fill `facts` from one SSE event's JSON data."""
 
-    # The data lines of a stream: text events of the form `piece` (a regular expression
-    # whose one group is the text, as a JSON string body) are read without parsing
-    # their JSON; every other event is parsed and given to read_event.
-    piece: bytes | None = None
+    def piece(self, data: bytes) -> bytes | None:
+        """The text of a stream's text event (the body of its JSON string) when `data`
+        is one whose only news is that text, found without parsing the JSON; None
+        sends the event to the JSON parser and read_event. Most events of a streamed
+        answer are such pieces, so this must cost a few C-level operations."""
+        return None
 
-    @property
-    def data_lines(self) -> re.Pattern[bytes]:
-        return data_lines_pattern(self.piece)
+
+# Text pieces of streams. _JSON_TEXT is a JSON string's body (escapes included).
+_JSON_TEXT = rb'([^"\\]*+(?:\\.[^"\\]*+)*+)'
+# Dify: a message event with an "answer" key after a comma, whose string is followed by
+# no brace up to the event's closing one at the end. That key is the event's own: in a
+# nested object two closing braces would follow it, and inside a string (or a key that
+# ends in "answer") its quote would be escaped.
+_DIFY_PIECE_STARTS = tuple(
+    f'{{"event":{space}"{kind}",'.encode()
+    for space in (" ", "")
+    for kind in ("message", "agent_message")
+)
+_DIFY_ANSWER = re.compile(rb', ?"answer": ?"' + _JSON_TEXT + rb'"[^{}]*\}\Z')
+# OpenAI: a chunk whose delta is only content (the chunk carries no usage, no error).
+_OPENAI_CONTENT = re.compile(rb'"delta": ?\{"content": ?"' + _JSON_TEXT + rb'"\}[^{]*\}\Z')
 
 
 # Dify's usage figures kept as they are, beside the GenAI token counts.
@@ -143,9 +157,13 @@ class DifyShape(Shape):
 
     name = "dify"
     provider = "dify"
-    # {"event": "message" (or agent_message), ..., "answer": "...", ...}, nothing nested.
-    # A key only matches where it is a key: inside a JSON string quotes are escaped.
-    piece = rb'\{"event": ?"(?:agent_)?message",[^{}\n]*?"answer": ?"((?:[^"\\\n]|\\.)*)"[^{}\n]*\}'
+
+    def piece(self, data: bytes) -> bytes | None:
+        if data.startswith(_DIFY_PIECE_STARTS):
+            found = _DIFY_ANSWER.search(data)
+            if found is not None:
+                return found.group(1)
+        return None
 
     def read_request(self, body: Mapping[str, Any], facts: RequestFacts) -> None:
         facts.query = _text(body.get("query"))
@@ -269,11 +287,13 @@ class OpenAIShape(Shape):
 
     name = "openai"
     provider = "openai"
-    # A chunk whose delta is only content, and which carries no usage and no error.
-    piece = (
-        rb'(?![^\n]*"(?:usage|error)")\{[^\n]*?"delta": ?\{"content": ?'
-        rb'"((?:[^"\\\n]|\\.)*)"\}[^\n]*\}'
-    )
+
+    def piece(self, data: bytes) -> bytes | None:
+        if not data.startswith(b"{") or b'"usage"' in data or b'"error"' in data:
+            return None
+        delta = data.find(b'"delta"')  # the first choice's, with no other choice after it
+        found = _OPENAI_CONTENT.match(data, delta) if delta > 0 else None
+        return found.group(1) if found is not None else None
 
     def read_request(self, body: Mapping[str, Any], facts: RequestFacts) -> None:
         messages = body.get("messages")
@@ -446,11 +466,14 @@ class Router:
         return None
 
 
+@functools.lru_cache(maxsize=256)
 def app_id_from_key(authorization: str | None) -> str | None:
     """A stable, non-secret name for the app behind a Dify app key.
 
     The service API identifies the app only by its key, which must never be stored; a
-    short SHA-256 digest of it tells apps apart without revealing anything.
+    short SHA-256 digest of it tells apps apart without revealing anything. A process
+    serves a handful of keys, so each one's digest is computed once and remembered (in
+    memory only, beside the copies the app itself holds).
     """
     if not authorization:
         return None

@@ -107,7 +107,7 @@ class ChatMiddleware:
                 body = message.get("body", b"")
                 if body:
                     chat.first_chunk_sent()
-                    chat.body_chunk(body)
+                    chat.body_chunks((body,))
                 if not message.get("more_body", False):
                     completed = True
 
