@@ -33,6 +33,7 @@ from chatspan.store.migrate import upgrade
 from chatspan.store.tables import dify_logs
 
 from pgdb import libpq_dsn, scratch_database
+from rows import count_rows
 from spans import make_chat_span
 
 BATCH = 512  # the BatchSpanProcessor's default export batch size
@@ -81,22 +82,22 @@ def main() -> None:
         for _ in range(args.rounds):
             _truncate(engine)
             results["exporter"].append(_time(len(spans), lambda: _export_all(exporter, spans)))
-            _expect_rows(engine, len(records))
+            _expect_rows(url, len(records))
             _truncate(engine)
             results["copy"].append(
                 _time(len(rows), lambda: _raw_copy(copy_connection, rows, BATCH))
             )
-            _expect_rows(engine, len(rows))
+            _expect_rows(url, len(rows))
             _truncate(engine)
             results["copy_one"].append(
                 _time(len(rows), lambda: _raw_copy(copy_connection, rows, len(rows)))
             )
-            _expect_rows(engine, len(rows))
+            _expect_rows(url, len(rows))
             _truncate(engine)
             results["orm"].append(
                 _time(len(orm_rows), lambda: _orm_per_row(engine, orm_class, orm_rows))
             )
-            _expect_rows(engine, len(orm_rows))
+            _expect_rows(url, len(orm_rows))
         copy_connection.close()
         exporter.shutdown()
         engine.dispose()
@@ -167,10 +168,9 @@ def _orm_per_row(engine, orm_class, rows: list[dict]) -> None:
             session.commit()
 
 
-def _expect_rows(engine, expected: int) -> None:
-    """Count what the round stored: a rate only counts rows that reached the table."""
-    with engine.connect() as connection:
-        stored = connection.execute(text("SELECT count(*) FROM dify_logs")).scalar_one()
+def _expect_rows(url: str, expected: int) -> None:
+    """A rate only counts rows that reached the table."""
+    stored = count_rows(url, "dify_logs")
     if stored != expected:
         raise SystemExit(f"{stored} chat rows stored, {expected} expected")
 

@@ -33,6 +33,7 @@ from chatspan.store.engine import make_engine
 from chatspan.store.migrate import upgrade
 
 from pgdb import scratch_database
+from rows import count_rows
 from servers import clean_env, run_chatspan_serve
 from spans import chat_spans
 
@@ -98,7 +99,7 @@ def main() -> None:
                     if exporter.export(spans[i : i + BATCH]) is not SpanExportResult.SUCCESS:
                         raise SystemExit("the exporter failed: see the log line above")
                 rates["direct"].append(len(spans) / (time.perf_counter() - started))
-                stored = {url: _rows(engine) for url, engine in engines.items()}
+                stored = {url: _rows(url) for url in engines}
                 if set(stored.values()) != {expected}:
                     raise SystemExit(f"stored {stored}, expected {expected} (chats, errors)")
         exporter.shutdown()
@@ -116,13 +117,9 @@ def main() -> None:
     print(f"ingest / direct = {statistics.median(ratios):.2f}x   (target >= 0.5)")
 
 
-def _rows(engine) -> tuple[int, int]:
+def _rows(url: str) -> tuple[int, int]:
     """Chat and error rows stored."""
-    with engine.connect() as connection:
-        return (
-            connection.execute(text("SELECT count(*) FROM dify_logs")).scalar_one(),
-            connection.execute(text('SELECT count(*) FROM "error"')).scalar_one(),
-        )
+    return count_rows(url, "dify_logs"), count_rows(url, "error")
 
 
 if __name__ == "__main__":

@@ -184,41 +184,48 @@ def test_an_endless_stream_keeps_memory_bounded(monkeypatch):
     assert span.attributes["chatspan.output.truncated"] is True
 
 
-# Text events as the fast path reads them, and events it must leave to the JSON parser:
-# escapes, braces and quotes inside strings, nested objects, keys that only look like
-# "answer", and other spacing. The answer must be what parsing every event gives.
+# Stream events, each with whether the fast road may take it (a plain text event) or
+# must leave it to the JSON parser: escapes, braces and quotes inside strings, nested
+# objects, keys that only look like "answer", and other spacing. Either way the answer
+# must be what parsing every event gives.
+FAST, PARSED = True, False
 DIFY_STREAM_EVENTS = [
-    {"event": "message", "message_id": "m1", "conversation_id": "c1", "answer": "Dropped"},
-    {"event": "message_replace", "answer": "Hel"},
-    {"event": "agent_message", "id": "m1", "answer": 'lo "there" \\ {x} \\"'},
-    {"event": "message", "answer": "line\nbreak\ttab \u00e9\u4e2d\U0001f600", "created_at": 1},
-    {"event": "message", "meta": {"answer": "nested, not the answer"}, "answer": " ok"},
-    {"event": "message", "meta": {"k": 1, "answer": "nested first"}, "answer": " ok2"},
-    {"event": "message", "answer": " after", "extra": {"answer": "nested after"}},
-    {"event": "message", "answer": " last", "meta": {"k": 1, "answer": "nested, last"}},
-    {"event": "message", "answer": " in list", "refs": [{"k": 1, "answer": "nested"}], "n": 1},
-    {"event": "message", 'a"nswer': "x", 'say \\"answer': "y", "answer": " [keys]"},
-    {"event": "message", 'say "answer': "z", "n": 1, "answer": " [key ends in answer]"},
-    {"event": "message", "answer": " {braces} ", "n": None, "t": True, "f": -1.5e3},
-    {"event": "message", "answer": ""},
-    {"event": "message", "list": ["a", "b"], "answer": " end"},
+    ({"event": "message", "message_id": "m1", "conversation_id": "c1", "answer": "Dropped"}, FAST),
+    ({"event": "message_replace", "answer": "Hel"}, PARSED),
+    ({"event": "agent_message", "id": "m1", "answer": 'lo "there" \\ {x} \\"'}, FAST),
+    (
+        {"event": "message", "answer": "line\nbreak\ttab \u00e9\u4e2d\U0001f600", "created_at": 1},
+        FAST,
+    ),
+    ({"event": "message", "meta": {"answer": "nested, not the answer"}, "answer": " ok"}, FAST),
+    ({"event": "message", "meta": {"k": 1, "answer": "nested first"}, "answer": " ok2"}, FAST),
+    ({"event": "message", "answer": " after", "extra": {"answer": "nested after"}}, PARSED),
+    ({"event": "message", "answer": " last", "meta": {"k": 1, "answer": "nested, last"}}, PARSED),
+    ({"event": "message", "answer": " in", "refs": [{"k": 1, "answer": "nested"}], "n": 1}, PARSED),
+    ({"event": "message", 'a"nswer': "x", 'say \\"answer': "y", "answer": " [keys]"}, FAST),
+    ({"event": "message", 'say "answer': "z", "n": 1, "answer": " [ends in answer]"}, FAST),
+    ({"event": "message", "answer": " {braces} ", "n": None, "t": True, "f": -1.5e3}, FAST),
+    ({"event": "message", "answer": ""}, FAST),
+    ({"event": "message", "list": ["a", "b"], "answer": " end"}, FAST),
 ]
 OPENAI_STREAM_EVENTS = [
-    {"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}}]},
-    {"id": "c1", "choices": [{"index": 0, "delta": {"content": 'Hi "you" \\ {'}}]},
-    {"id": "c1", "choices": [{"index": 0, "delta": {"content": "\u00e9\n"}}]},
-    {
-        "id": "c1",
-        "choices": [{"index": 0, "delta": {"content": " A"}}, {"delta": {"content": "B"}}],
-    },
-    {
-        "id": "c1",
-        "choices": [{"index": 0, "delta": {"content": " and"}}],
-        "usage": {"prompt_tokens": 1},
-    },
-    {"id": "c1", "usage": {"completion_tokens": 9}, "choices": [{"delta": {"content": " so"}}]},
-    {"id": "c1", "choices": [{"index": 0, "delta": {"content": "!"}, "finish_reason": "stop"}]},
-    {"id": "c1", "choices": [], "usage": {"prompt_tokens": 3}},
+    ({"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}, PARSED),
+    ({"id": "c1", "choices": [{"index": 0, "delta": {"content": 'Hi "you" \\ {'}}]}, FAST),
+    ({"id": "c1", "choices": [{"index": 0, "delta": {"content": "\u00e9\n"}}]}, FAST),
+    ({"id": "c1", "choices": [{"delta": {"content": " A"}}, {"delta": {"content": "B"}}]}, PARSED),
+    (
+        {"id": "c1", "choices": [{"delta": {"content": " and"}}], "usage": {"prompt_tokens": 1}},
+        PARSED,
+    ),
+    (
+        {"id": "c1", "usage": {"completion_tokens": 9}, "choices": [{"delta": {"content": " so"}}]},
+        PARSED,
+    ),
+    (
+        {"id": "c1", "choices": [{"index": 0, "delta": {"content": "!"}, "finish_reason": "stop"}]},
+        FAST,
+    ),
+    ({"id": "c1", "choices": [], "usage": {"prompt_tokens": 3}}, PARSED),
 ]
 
 
@@ -237,12 +244,15 @@ def _stream(events: list[dict], separators: tuple[str, str]) -> bytes:
 def test_streamed_answer_is_what_parsing_every_event_gives(path, events, separators):
     telemetry = build_telemetry(SpanRecorder().provider)
     match = Router([*dify_routes(), *openai_routes()]).match("POST", path)
+    shape = match.route.shape
     expected = ChatCall(telemetry, match, None).response
-    for event in events:
-        match.route.shape.read_event(event, expected)
+    for event, _fast in events:
+        shape.read_event(event, expected)
     assert expected.answer.text()  # the reference read something
 
-    stream = _stream(events, separators)
+    stream = _stream([event for event, _fast in events], separators)
+    taken = [shape.piece(data) is not None for data in data_lines(stream)]
+    assert taken == [fast for _event, fast in events], "the fast road took the wrong events"
     for cut in (len(stream), 7, 1):  # whole, and in small chunks
         chat = ChatCall(telemetry, match, None)
         chat.response_started(200, "text/event-stream")

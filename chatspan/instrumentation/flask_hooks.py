@@ -26,9 +26,9 @@ from opentelemetry import context as otel_context
 
 from chatspan.instrumentation.activation import ACTIVATION
 from chatspan.instrumentation.chat_call import ChatCall, record_outside_chat
+from chatspan.instrumentation.sse import DEFAULT_BATCH_BYTES
 
 ENVIRON_KEY = "chatspan.chat_call"
-HANDOVER_BYTES = 64 * 1024
 _originals: dict[str, Any] = {}
 
 
@@ -137,8 +137,8 @@ class ChatResponseBody:
 
     The chat span is current in this thread from the first chunk to the last (a
     streamed answer is generated while the server pulls chunks, so model calls made
-    there belong to the chat). Chunks are shown to the chat in runs of about
-    :data:`HANDOVER_BYTES`, each run once its last chunk has gone to the server and
+    there belong to the chat). Chunks are shown to the chat in runs of one SSE batch
+    (``DEFAULT_BATCH_BYTES``), each run once its last chunk has gone to the server and
     before the next is pulled from the app, so looking at the answer never delays it
     and a stream of many small events costs a list append per chunk. ``close()``
     before the end means the client went away: the chat is then recorded as cancelled.
@@ -172,7 +172,7 @@ class ChatResponseBody:
                 sent.append(chunk)
                 size += len(chunk)
                 yield chunk
-                if size >= HANDOVER_BYTES:
+                if size >= DEFAULT_BATCH_BYTES:
                     chat.body_chunks(sent)
                     sent.clear()
                     size = 0

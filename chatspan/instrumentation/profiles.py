@@ -558,7 +558,7 @@ def _load_callable(reference: Any, where: str) -> Callable[[Mapping[str, Any]], 
 
 
 def decode_pieces(pieces: list[bytes]) -> str:
-    """Text pieces (JSON string bodies, as the piece patterns capture them) as one string."""
+    """Text pieces (JSON string bodies, as ``Shape.piece`` finds them) as one string."""
     raw = b"".join(pieces)
     if b"\\" not in raw:
         return raw.decode("utf-8", "replace")

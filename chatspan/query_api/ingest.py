@@ -94,7 +94,7 @@ def _decode_and_store(
         decoded = decode(body)
     except OtlpDecodeError as error:
         raise _Refusal(400, _GRPC_INVALID, str(error)) from None
-    del body
+    del body  # the inflated copy is not needed while the rows are stored
     return decoded, _store(request, decoded.spans)
 
 
