@@ -17,11 +17,12 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select
 
+from chatspan.examples.dify_records import APPS
 from chatspan.store.engine import make_engine, safe_url
 from chatspan.store.migrate import upgrade
 from chatspan.store.tables import dify_logs, error
 
-APP_KEY = "app-demo-placeholder-key-0001"  # the example app accepts any app-... key
+APP_KEY = APPS[0][3]  # the example's chat app; a placeholder key
 HEADERS = {"Authorization": f"Bearer {APP_KEY}"}
 
 

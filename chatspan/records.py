@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.trace import StatusCode
 
@@ -89,6 +89,7 @@ class ChatRecord:
     trace_id: str
     span_id: str
     app_id: str | None = None
+    app_name: str | None = None
     conversation_id: str | None = None
     message_id: str | None = None
     user_id: str | None = None
@@ -134,6 +135,9 @@ class ErrorRecord:
     node_type: str | None = None
     route: str | None = None
     service_name: str | None = None
+    # The app recovered: its span did not end in error, or the chat around it ended ok.
+    # Left out of error counts, groups and alerts unless asked for.
+    handled: bool = False
     attributes: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
@@ -160,6 +164,46 @@ class MappedBatch:
 
     def __len__(self) -> int:
         return len(self.chats) + len(self.errors)
+
+
+class ChatContext(Protocol):
+    """What an error inside a chat's trace takes from the chat (a ChatRecord, or a row)."""
+
+    trace_id: str
+    span_id: str
+    user_id: str | None
+    app_id: str | None
+    conversation_id: str | None
+    route: str | None
+    status: str
+
+
+def take_chat_context(error: ErrorRecord, chat: ChatContext) -> None:
+    """An error inside a chat's trace belongs to the chat: it takes the chat's user, app,
+    conversation and route where its own span said nothing. An error on another span of
+    a chat that ended ok is one the app recovered from: handled."""
+    error.user_id = error.user_id or chat.user_id
+    error.app_id = error.app_id or chat.app_id
+    error.conversation_id = error.conversation_id or chat.conversation_id
+    error.route = error.route or chat.route
+    if error.span_id != chat.span_id and chat.status == sc.STATUS_OK:
+        error.handled = True
+
+
+def join_errors_to_chats(batch: MappedBatch) -> list[ErrorRecord]:
+    """Give each error of the batch its chat's context; the errors whose trace has no
+    chat in the batch are returned (their chat may be stored already, or come later)."""
+    if not batch.errors:
+        return []
+    chats = {chat.trace_id: chat for chat in batch.chats}
+    without_chat = []
+    for error in batch.errors:
+        chat = chats.get(error.trace_id)
+        if chat is not None:
+            take_chat_context(error, chat)
+        else:
+            without_chat.append(error)
+    return without_chat
 
 
 def map_spans(spans: Iterable[SpanData]) -> MappedBatch:
@@ -195,7 +239,7 @@ def _map_span(span: SpanData) -> tuple[ChatRecord | None, list[ErrorRecord]]:
     """A chat span gives a chat record; every ``exception`` event gives an error record."""
     trace_hex = f"{span.trace_id:032x}"
     span_hex = f"{span.span_id:016x}"
-    chat = _chat_record(span, trace_hex, span_hex) if is_chat_span(span) else None
+    chat = _chat_record(span, trace_hex, span_hex) if is_chat_row(span) else None
     errors = (
         [
             _error_record(span, event, index, trace_hex, span_hex)
@@ -244,6 +288,21 @@ def is_chat_span(span: SpanData) -> bool:
     )
 
 
+# A request the app refused (a wrong key, a forbidden app) is no chat.
+REFUSED_STATUSES = frozenset({401, 403})
+
+
+def is_chat_row(span: SpanData) -> bool:
+    """A chat span, unless the app refused the request, or it is a model call made
+    inside another chat (a GenAI instrumentation's span below chatspan's chat span)."""
+    attributes = span.attributes
+    return (
+        is_chat_span(span)
+        and attributes.get(sc.HTTP_RESPONSE_STATUS_CODE) not in REFUSED_STATUSES
+        and not attributes.get(sc.CHATSPAN_INSIDE_CHAT)
+    )
+
+
 def row_id(trace_hex: str, span_hex: str, event_index: int | None = None) -> str:
     """A 128-bit id (32 hex digits) derived from the span, so a re-export stores nothing new."""
     name = (
@@ -266,6 +325,7 @@ _CHAT_CONSUMED = frozenset(
         sc.CHATSPAN_KIND,
         sc.GEN_AI_OPERATION_NAME,
         sc.DIFY_APP_ID,
+        sc.DIFY_APP_NAME,
         sc.GEN_AI_CONVERSATION_ID,
         sc.SESSION_ID,
         sc.DIFY_MESSAGE_ID,
@@ -330,6 +390,7 @@ def _chat_record(span: SpanData, trace_hex: str, span_hex: str) -> ChatRecord:
         trace_hex,
         span_hex,
         _str(get(sc.DIFY_APP_ID)),  # app_id
+        _str(get(sc.DIFY_APP_NAME)),  # app_name
         _str(get(sc.GEN_AI_CONVERSATION_ID) or get(sc.SESSION_ID)),  # conversation_id
         _str(get(sc.DIFY_MESSAGE_ID) or get(sc.GEN_AI_RESPONSE_ID)),  # message_id
         _str(get(sc.USER_ID) or get(sc.ENDUSER_ID)),  # user_id
@@ -392,6 +453,7 @@ def _error_record(
         node_type=either(sc.CHATSPAN_NODE_TYPE),
         route=_str(a.get(sc.CHATSPAN_ROUTE) or a.get(sc.HTTP_ROUTE)),
         service_name=_str(span.service_name),
+        handled=not span.is_error,
         attributes=extra,
     )
 

@@ -47,6 +47,7 @@ USER_ID = "user.id"
 ENDUSER_ID = "enduser.id"  # the deprecated name of user.id
 SERVICE_NAME = "service.name"
 HTTP_ROUTE = "http.route"
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
 ERROR_TYPE = "error.type"
 EXCEPTION_EVENT = "exception"
 EXCEPTION_TYPE = "exception.type"
@@ -62,7 +63,10 @@ LLM_MODEL_NAME = "llm.model_name"
 LLM_TOKEN_COUNT_TOTAL = "llm.token_count.total"  # noqa: S105  (not a secret)
 
 # Dify.
-DIFY_APP_ID = "dify.app_id"
+DIFY_APP_ID = "dify.app_id"  # Dify's app UUID; outside Dify, "key-" and the key's digest
+DIFY_APP_NAME = "dify.app.name"
+DIFY_API_KEY_DIGEST = "dify.api_key.digest"  # a SHA-256 prefix of the app key, never the key
+DIFY_INVOKE_FROM = "dify.invoke_from"  # service-api, web-app or debugger, as Dify says
 DIFY_MESSAGE_ID = "dify.message_id"
 DIFY_WORKFLOW_RUN_ID = "dify.workflow_run_id"
 DIFY_WORKFLOW_STATUS = "dify.workflow.status"  # set when a run failed or was stopped
@@ -70,6 +74,9 @@ DIFY_FILES_COUNT = "dify.files.count"
 DIFY_RETRIEVER_RESOURCES_COUNT = "dify.retriever_resources.count"
 DIFY_ERROR_STATUS = "dify.error.status"  # the HTTP status an SSE error event carries
 DIFY_USAGE_PREFIX = "dify.usage."  # + latency, total_price, currency, time_to_first_token
+# The one error type of a failed workflow run, whether or not the failing node is named:
+# the same failure fingerprints alike blocking or streaming, workflow or advanced chat.
+DIFY_WORKFLOW_FAILED = "dify.workflow_failed"
 
 # chatspan's own.
 CHATSPAN_KIND = "chatspan.kind"  # "chat" marks a chat span whatever its operation
@@ -84,6 +91,9 @@ CHATSPAN_ATTRIBUTES_DROPPED = "chatspan.attributes_dropped"  # extra attributes 
 CHATSPAN_OUTPUT_TRUNCATED = "chatspan.output.truncated"
 # Set on a server span whose exception is already recorded on its chat span child.
 CHATSPAN_EXCEPTION_ON_CHAT_SPAN = "chatspan.exception_on_chat_span"
+# Set on spans started inside a chat (a model call's GenAI span): part of the chat, not
+# a chat of their own.
+CHATSPAN_INSIDE_CHAT = "chatspan.inside_chat"
 CHATSPAN_NODE_ID = "chatspan.node.id"
 CHATSPAN_NODE_TYPE = "chatspan.node.type"
 CHATSPAN_NODE_TITLE = "chatspan.node.title"

@@ -70,4 +70,4 @@ async def parameters() -> dict[str, Any]:
 
 @app.get("/v1/boom")
 async def boom() -> None:
-    raise ValueError("the parameters cache is corrupt (entry 4711)")
+    raise RuntimeError("the parameters cache is corrupt (entry 4711)")

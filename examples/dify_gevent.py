@@ -30,6 +30,7 @@ from flask import Flask, Response, jsonify, request  # noqa: E402
 from chatspan.examples import dify_replies as replies  # noqa: E402
 
 MODEL_URL = os.environ.get("EXAMPLE_MODEL_URL", "http://127.0.0.1:8001/v1/completions")
+MODEL = "example-llm"  # an OpenAI-compatible completions call names its model
 END = None  # what the worker puts last
 
 
@@ -53,7 +54,10 @@ def create_app() -> Flask:
         common = replies.common_fields(body)
         if body.get("response_mode") == "streaming":
             return Response(_stream(pieces, common), mimetype="text/event-stream")
-        return jsonify(_blocking(pieces, common))
+        answer, failure = _blocking(pieces, common)
+        if failure is not None:  # Dify: except InvokeError as e: raise CompletionRequestError
+            return jsonify(replies.completion_request_error(failure)), 400
+        return jsonify(answer)
 
     @app.get("/v1/parameters")
     def parameters() -> Any:
@@ -65,14 +69,14 @@ def create_app() -> Flask:
 def _generate(query: str, pieces: queue.Queue) -> None:
     """The answer worker: call the model, hand back the text, then the usage."""
     try:
-        response = httpx.post(MODEL_URL, json={"prompt": query}, timeout=30)
+        response = httpx.post(MODEL_URL, json={"model": MODEL, "prompt": query}, timeout=30)
         response.raise_for_status()
         answer = response.json()
         for word in answer["text"].split(" "):
             pieces.put(("text", word + " "))
         pieces.put(("usage", answer["usage"]))
     except httpx.HTTPError as failure:
-        pieces.put(("error", f"the model call failed: {failure}"))
+        pieces.put(("error", f"[openai_api_compatible] Error: the model call failed: {failure}"))
     finally:
         pieces.put(END)
 
@@ -86,31 +90,23 @@ def _stream(pieces: queue.Queue, common: dict[str, Any]) -> Iterator[bytes]:
             yield replies.sse({"event": "message_end", "metadata": {"usage": value}, **common})
         else:
             yield replies.sse(
-                {
-                    "event": "error",
-                    "status": 503,
-                    "code": "provider_unavailable",
-                    "message": value,
-                    **common,
-                }
+                {"event": "error", **common, **replies.completion_request_error(value)}
             )
 
 
-def _blocking(pieces: queue.Queue, common: dict[str, Any]) -> dict[str, Any]:
-    answer, usage = "", {}
+def _blocking(pieces: queue.Queue, common: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The whole answer, or why the model failed."""
+    answer, usage, failure = "", {}, None
     while (item := pieces.get()) is not END:
         kind, value = item
         if kind == "text":
             answer += value
         elif kind == "usage":
             usage = value
-    return {
-        "event": "message",
-        "answer": answer,
-        "metadata": {"usage": usage},
-        "mode": "chat",
-        **common,
-    }
+        else:
+            failure = value
+    body = {"event": "message", "answer": answer, "metadata": {"usage": usage}, "mode": "chat"}
+    return {**body, **common}, failure
 
 
 app = create_app()

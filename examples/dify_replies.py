@@ -7,6 +7,12 @@ OpenAI-compatible chat completions shape. Special words in the query ask for the
 failures a real deployment sees:
 
 - ``[stream-error]``: the stream stops with an ``error`` event (HTTP status stays 200)
+- ``[model-down]``: the model provider fails before the first piece: a blocking chat is
+  answered ``400 completion_request_error``, a stream sends an ``error`` event, as
+  Dify does during a model outage
+- ``[node-fail]``: in an advanced-chat app, the Code node fails: a blocking chat raises
+  ``ValueError("Run failed: ...")`` (answered 400 ``invalid_param``), a stream sends the
+  failed node, the failed run and an ``error`` event, as Dify does
 - ``[replace]``: moderation replaces the answer with ``message_replace``
 - ``[raise]``: the view raises (the app answers 500)
 - ``[slow]``: a long answer, one piece every 0.2 s
@@ -39,16 +45,36 @@ class ChatFailure(RuntimeError):
     """Raised by a view when the query asks for it, to show an exception in a chat view."""
 
 
+class ModelUnavailable(RuntimeError):
+    """The model provider failed (Dify's InvokeError); its message is Dify's description."""
+
+
+# What Dify says when its OpenAI-compatible provider's call fails, and what a Code node
+# that divides by zero reports.
+MODEL_DOWN = "[openai_api_compatible] Error: API request failed with status code 500"
+CODE_NODE_ERROR = "ZeroDivisionError: division by zero (line 3)"
+
+
 def check_app_key(authorization: str | None) -> dict[str, Any] | None:
-    """None when the key is acceptable; else Dify's 401 error body."""
+    """None when the key is one of the example apps' keys; else Dify's 401 error body."""
+    from chatspan.examples.dify_records import APPS  # noqa: PLC0415
+
     scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() == "bearer" and token.startswith(APP_KEY_PREFIX) and len(token) > 8:
+    if scheme.lower() == "bearer" and token.strip() in {key for *_, key, _code in APPS}:
         return None
+    return unauthorized()
+
+
+def unauthorized() -> dict[str, Any]:
     return {"code": "unauthorized", "message": "Access token is invalid", "status": 401}
 
 
 def invalid_param(message: str) -> dict[str, Any]:
     return {"code": "invalid_param", "message": message, "status": 400}
+
+
+def completion_request_error(message: str) -> dict[str, Any]:
+    return {"code": "completion_request_error", "message": message, "status": 400}
 
 
 def answer_for(query: str) -> str:
@@ -69,10 +95,15 @@ def _usage(query: str, answer: str) -> dict[str, Any]:
     }
 
 
-def chat_blocking(body: dict[str, Any], mode: str = "chat") -> dict[str, Any]:
+def chat_blocking(
+    body: dict[str, Any], mode: str = "chat", *, web_app: bool = False
+) -> dict[str, Any]:
+    """A blocking answer; the web app's drops the usage, as Dify's does."""
     query = body["query"]
     if "[raise]" in query:
         raise ChatFailure("the model adapter crashed while building the prompt")
+    if "[model-down]" in query:
+        raise ModelUnavailable(MODEL_DOWN)
     answer = answer_for(query)
     message_id = _id(body, "message")
     return {
@@ -83,7 +114,7 @@ def chat_blocking(body: dict[str, Any], mode: str = "chat") -> dict[str, Any]:
         "conversation_id": body.get("conversation_id") or _id(body, "conversation"),
         "mode": mode,
         "answer": answer,
-        "metadata": {"usage": _usage(query, answer), "retriever_resources": []},
+        "metadata": {} if web_app else {"usage": _usage(query, answer), "retriever_resources": []},
         "created_at": CREATED_AT,
     }
 
@@ -103,17 +134,20 @@ def common_fields(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def chat_stream(body: dict[str, Any]) -> Iterator[bytes]:
-    """Dify's SSE stream for a chat: the bytes, in the chunks Dify sends them."""
+def chat_stream(body: dict[str, Any], *, web_app: bool = False) -> Iterator[bytes]:
+    """Dify's SSE stream for a chat: the bytes, in the chunks Dify sends them (the web
+    app's ``message_end`` has no usage)."""
     query = body["query"]
     if "[raise]" in query:
         raise ChatFailure("the model adapter crashed while building the prompt")
     answer = answer_for(query)
     common = common_fields(body)
-    pieces = [word + " " for word in answer.split(" ")]
-    pieces[-1] = pieces[-1].rstrip()
+    pieces = _pieces(answer)
     delay = 0.2 if "[slow]" in query else 0.0
     yield b"event: ping\n\n"
+    if "[model-down]" in query:
+        yield sse({"event": "error", **common, **completion_request_error(MODEL_DOWN)})
+        return
     for index, piece in enumerate(pieces):
         if delay:
             time.sleep(delay)
@@ -145,6 +179,68 @@ def chat_stream(body: dict[str, Any]) -> Iterator[bytes]:
     audio = base64.b64encode(b"\x00\x01" * 4096).decode()
     yield sse({"event": "tts_message", **common, "audio": audio})
     yield sse({"event": "tts_message_end", **common, "audio": ""})
+    metadata = {} if web_app else {"usage": _usage(query, answer)}
+    yield sse({"event": "message_end", **common, "metadata": metadata})
+
+
+def _pieces(answer: str) -> list[str]:
+    """The answer as a model streams it: a word at a time."""
+    pieces = [word + " " for word in answer.split(" ")]
+    pieces[-1] = pieces[-1].rstrip()
+    return pieces
+
+
+def advanced_chat_blocking(body: dict[str, Any]) -> dict[str, Any]:
+    """An advanced-chat app's blocking answer; a failed run raises as Dify's does."""
+    if "[node-fail]" in body["query"]:
+        raise ValueError(f"Run failed: {CODE_NODE_ERROR}")
+    return chat_blocking(body, mode="advanced-chat")
+
+
+def advanced_chat_stream(body: dict[str, Any]) -> Iterator[bytes]:
+    """An advanced-chat app's stream: a workflow (start, Code, LLM) whose LLM node answers,
+    in Dify's order: node events, the answer's pieces, the run's end, the message's end."""
+    query = body["query"]
+    common = common_fields(body)
+    run = {"workflow_run_id": _id(body, "workflow_run")}
+    yield sse(
+        {
+            "event": "workflow_started",
+            **common,
+            **run,
+            "data": {"id": run["workflow_run_id"], "workflow_id": "wf-planner"},
+        }
+    )
+    nodes = [
+        ("start-1", "start", "Start"),
+        ("code-2", "code", "Parse order"),
+        ("llm-3", "llm", "LLM"),
+    ]
+    for index, (node_id, node_type, title) in enumerate(nodes):
+        node = {"node_id": node_id, "node_type": node_type, "title": title, "index": index}
+        yield sse({"event": "node_started", **common, **run, "data": node})
+        if node_type == "code" and "[node-fail]" in query:
+            failed = {"status": "failed", "error": CODE_NODE_ERROR}
+            yield sse({"event": "node_finished", **common, **run, "data": {**node, **failed}})
+            yield sse({"event": "workflow_finished", **common, **run, "data": failed})
+            run_failed = invalid_param(f"Run failed: {CODE_NODE_ERROR}")
+            yield sse({"event": "error", **common, **run_failed})
+            return
+        if node_type == "llm":
+            for piece in _pieces(answer_for(query)):
+                yield sse(
+                    {
+                        "event": "message",
+                        **common,
+                        "id": common["message_id"],
+                        "answer": piece + " ",
+                    }
+                )
+        yield sse(
+            {"event": "node_finished", **common, **run, "data": {**node, "status": "succeeded"}}
+        )
+    yield sse({"event": "workflow_finished", **common, **run, "data": {"status": "succeeded"}})
+    answer = answer_for(query)
     yield sse({"event": "message_end", **common, "metadata": {"usage": _usage(query, answer)}})
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import psycopg
 
-MIGRATION = next((Path(__file__).parent.parent / "supabase" / "migrations").glob("*_chatspan.sql"))
+# chatspan's Supabase migrations, in the order the Supabase CLI applies them.
+MIGRATIONS = sorted((Path(__file__).parent.parent / "supabase" / "migrations").glob("*.sql"))
 
 # Roles are cluster-wide: created once, if missing.
 ROLES = """
@@ -80,4 +81,5 @@ def install_platform(dsn: str) -> None:
 
 def apply_migration(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute(MIGRATION.read_text())
+        for migration in MIGRATIONS:
+            connection.execute(migration.read_text())

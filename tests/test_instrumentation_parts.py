@@ -12,12 +12,12 @@ from memory import peak_growth
 from chatspan.config import CaptureSettings, ConfigError
 from chatspan.instrumentation import build_telemetry
 from chatspan.instrumentation.chat_call import ChatCall
+from chatspan.instrumentation.dify_identity import app_key_digest
 from chatspan.instrumentation.profiles import (
     CHAT,
     DIFY,
     ChatRoute,
     Router,
-    app_id_from_key,
     custom_routes,
     dify_routes,
     openai_routes,
@@ -75,7 +75,7 @@ def test_router_matches_dify_and_openai_routes():
     assert router.match("POST", "/v1/chat-messages/").route.operation == "chat"
     assert router.match("POST", "/v1/completion-messages").route.operation == "text_completion"
     assert router.match("POST", "/v1/workflows/run").route.operation == "invoke_workflow"
-    assert router.match("POST", "/api/chat-messages").route.shape is DIFY
+    assert router.match("POST", "/api/chat-messages").route.shape.invoke_from == "web-app"
     console = router.match("POST", "/console/api/apps/abc-123/chat-messages")
     assert console.params == {"app_id": "abc-123"}
     assert router.match("POST", "/v1/chat/completions").route.shape.name == "openai"
@@ -86,12 +86,12 @@ def test_router_matches_dify_and_openai_routes():
 
 def test_the_app_key_becomes_a_stable_non_secret_name():
     key = "app-0123456789abcdefABCDEF"
-    name = app_id_from_key(f"Bearer {key}")
-    assert name == app_id_from_key(f"bearer  {key}".replace("  ", " "))
+    name = app_key_digest(f"Bearer {key}")
+    assert name == app_key_digest(f"bearer  {key}".replace("  ", " "))
     assert name.startswith("key-")
     assert key[4:] not in name
-    assert app_id_from_key("Bearer sk-not-a-dify-key") is None
-    assert app_id_from_key(None) is None
+    assert app_key_digest("Bearer sk-not-a-dify-key") is None
+    assert app_key_digest(None) is None
 
 
 def test_custom_routes_from_configuration():

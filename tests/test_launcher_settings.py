@@ -235,4 +235,4 @@ def test_without_the_framework_instrumentation(server, sqlite_url, tmp_path):
         (chat,) = wait_for(lambda: rows_where(sqlite_url, "dify_logs", user_id="u7"))
         (error,) = wait_for(lambda: rows_where(sqlite_url, "error", route="/v1/boom"))
     assert chat["output_text"].startswith("You asked: alone")
-    assert error["type_error"] == "ValueError"
+    assert error["type_error"] == "RuntimeError"

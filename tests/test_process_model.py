@@ -120,7 +120,11 @@ def _exercise(app, store: str) -> str:
         what="the two errors",
     )
     kinds = sorted(e["type_error"].rsplit(".", 1)[-1] for e in errors)
-    assert kinds == ["ChatFailure", "provider_unavailable"]
+    assert kinds == ["ChatFailure", "completion_request_error"]
+    # The model the answer's worker thread called over HTTP, in the chat's context.
+    assert {(row["model"], row["provider"]) for row in rows.values() if row["status"] == "ok"} == {
+        ("example-llm", "openai")
+    }
     return user
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Collection, Iterable
 from typing import Any
 
@@ -19,7 +20,13 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from chatspan.config import CaptureSettings, ConfigError
-from chatspan.instrumentation import flask_hooks, greenlets, starlette_hooks
+from chatspan.instrumentation import (
+    dify_identity,
+    flask_hooks,
+    greenlets,
+    model_calls,
+    starlette_hooks,
+)
 from chatspan.instrumentation.activation import ACTIVATION
 from chatspan.instrumentation.chat_call import ChatTelemetry
 from chatspan.instrumentation.profiles import (
@@ -52,7 +59,7 @@ class ChatInstrumentor(BaseInstrumentor):
         if telemetry is None:
             return
         ACTIVATION.enable_everywhere(telemetry)
-        _install_hooks()
+        _install_hooks(kwargs.get("tracer_provider"))
 
     def _uninstrument(self, **kwargs: Any) -> None:
         ACTIVATION.disable_everywhere()
@@ -71,7 +78,7 @@ class ChatInstrumentor(BaseInstrumentor):
         if telemetry is None:
             return
         ACTIVATION.enable_for(app, telemetry)
-        _install_hooks()
+        _install_hooks(tracer_provider)
         if hasattr(app, "user_middleware"):  # Starlette: rebuild its stack with ours
             starlette_hooks.add_middleware(app)
 
@@ -109,16 +116,27 @@ def _telemetry_or_none(
         return None
 
 
-def _install_hooks() -> None:
-    for hooks in (flask_hooks, starlette_hooks, greenlets):
+# Hooks into the frameworks (and what the app calls while serving a chat), installed
+# once per process for whichever of them is installed.
+_HOOKS = (flask_hooks, starlette_hooks, greenlets, dify_identity, model_calls)
+_watched_providers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _install_hooks(tracer_provider: trace.TracerProvider | None) -> None:
+    for hooks in _HOOKS:
         try:
             hooks.install()
         except ImportError:
             continue  # that framework is not installed
+    # Spans the app's other instrumentations make inside a chat belong to it.
+    provider = tracer_provider or trace.get_tracer_provider()
+    if hasattr(provider, "add_span_processor") and provider not in _watched_providers:
+        _watched_providers.add(provider)
+        provider.add_span_processor(model_calls.SpansInsideChats())
 
 
 def _uninstall_hooks() -> None:
-    for hooks in (flask_hooks, starlette_hooks, greenlets):
+    for hooks in _HOOKS:
         try:
             hooks.uninstall()
         except ImportError:

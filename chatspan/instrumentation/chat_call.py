@@ -17,11 +17,13 @@ from time import time_ns
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from chatspan import semconv as sc
 from chatspan.config import CaptureSettings
+from chatspan.instrumentation import model_calls
+from chatspan.instrumentation.chat_context import CHAT_CALL_KEY
 from chatspan.instrumentation.profiles import (
     WORKFLOW,
     AnswerText,
@@ -30,17 +32,23 @@ from chatspan.instrumentation.profiles import (
     ResponseFacts,
     RouteMatch,
     Router,
-    app_id_from_key,
     content_text,
     decode_pieces,
 )
 from chatspan.instrumentation.redaction import Redactor
 from chatspan.instrumentation.sse import EventBuffer, data_lines
+from chatspan.records import REFUSED_STATUSES
 
 _logger = logging.getLogger(__name__)
 
 # Events bigger than this are not chat text (base64 audio, file payloads): never parsed.
 _MAX_PARSED_EVENT_BYTES = 64 * 1024
+
+_refused = metrics.get_meter("chatspan").create_counter(
+    "chatspan.chat.refused",
+    unit="{request}",
+    description="Requests to chat routes that the app refused with 401 or 403",
+)
 
 
 @dataclass(frozen=True)
@@ -62,20 +70,20 @@ class ChatCall:
         self._telemetry = telemetry
         self._route = match.route
         self.start_ns = time_ns()
-        self.request = RequestFacts(
-            operation=match.route.operation,
-            app_id=match.params.get("app_id") or app_id_from_key(authorization),
-        )
+        self.request = RequestFacts(operation=match.route.operation)
+        match.route.shape.read_credentials(authorization, match.params, self.request)
         self.response = ResponseFacts(answer=AnswerText(telemetry.capture.max_content_chars))
         self.span: trace.Span | None = None
         self._context: otel_context.Context | None = None
         self._parent: trace.Span = trace.INVALID_SPAN
-        self._recorded: set[int] = set()
+        self._raised: list[tuple[BaseException, int]] = []  # recorded when the chat ends
         self._request_captured = True
         self._status_code: int | None = None
         self._sse: EventBuffer | None = None
         self._json: bytearray | None = None
-        self._first_chunk_ns: int | None = None
+        self._first_piece_ns: int | None = None
+        self._learned: set[str] = set()  # what Dify's objects or the model calls said
+        self._model_source = len(model_calls.SOURCES)  # the best source that named a model
         self._finished = False
 
     # -- request -------------------------------------------------------------------
@@ -103,40 +111,63 @@ class ChatCall:
             return
         parent_context = otel_context.get_current()
         self._parent = trace.get_current_span(parent_context)
-        request = self.request
         self.span = self._telemetry.tracer.start_span(
-            f"{request.operation} {request.app_id or request.model or self._route.shape.name}",
+            self._span_name(),
             context=parent_context,
             kind=SpanKind.INTERNAL,
             start_time=self.start_ns,
             attributes=self._request_attributes(),
         )
+        model_calls.chat_started(self.span.get_span_context().trace_id, self)
 
     def context(self) -> otel_context.Context:
         """A context in which the chat span is current, for work done on its behalf."""
         if self._context is None:
             self.start_span()
-            self._context = trace.set_span_in_context(self.span)
+            self._context = otel_context.set_value(
+                CHAT_CALL_KEY, self, trace.set_span_in_context(self.span)
+            )
         return self._context
 
-    def record_exception(self, exception: BaseException) -> None:
-        """Put an exception raised while serving the chat on the chat span, once."""
-        if id(exception) in self._recorded or self._finished:
+    # -- what the app's own work says about the chat ------------------------------------
+
+    def learn_app(self, app_id: str | None, name: str | None) -> None:
+        """The app as the app's own records name it (Dify's app UUID and name)."""
+        if self._finished or "app" in self._learned:
             return
-        self._recorded.add(id(exception))
+        self._learned.add("app")
+        self.request.app_id = app_id or self.request.app_id
+        self.request.app_name = name or self.request.app_name
+
+    def learn_end_user(self, user: str | None, app_id: str | None) -> None:
+        """The end user as the app's own records name them (Dify's session id)."""
+        if self._finished or "user" in self._learned:
+            return
+        self._learned.add("user")
+        self.request.user = user or self.request.user
+        if app_id and "app" not in self._learned:
+            self.request.app_id = app_id
+
+    def learn_model(self, model: str | None, provider: str | None, *, source: str) -> None:
+        """A model the chat called; the best source (see model_calls.SOURCES) wins."""
+        rank = model_calls.SOURCES.index(source)
+        if self._finished or not model or rank >= self._model_source:
+            return
+        self._model_source = rank
+        self._learned.add("model")
+        self.request.model, self.request.provider = model, provider
+
+    def record_exception(self, exception: BaseException) -> None:
+        """Note an exception raised while serving the chat, once; it is put on the chat
+        span when the chat ends, unless the response reports the same cause itself."""
+        if self._finished or any(exception is seen for seen, _at in self._raised):
+            return
+        self._raised.append((exception, time_ns()))
         self.start_span()
-        kind = type(exception).__name__
-        self.span.record_exception(
-            exception,
-            attributes={sc.EXCEPTION_MESSAGE: self._telemetry.redact(str(exception))},
-            escaped=True,
-        )
-        self.span.set_attribute(sc.ERROR_TYPE, kind)
-        self.span.set_status(Status(StatusCode.ERROR, kind))
         if self._parent.is_recording():
             # The server instrumentation records the same exception on its span: say so,
             # and the mapping stores it once, from here, with the chat's context.
-            self._parent.set_attribute(sc.CHATSPAN_EXCEPTION_ON_CHAT_SPAN, kind)
+            self._parent.set_attribute(sc.CHATSPAN_EXCEPTION_ON_CHAT_SPAN, type(exception).__name__)
 
     # -- response ------------------------------------------------------------------
 
@@ -151,17 +182,21 @@ class ChatCall:
         elif media_type.endswith("json"):
             self._json = bytearray()
 
-    def first_chunk_sent(self) -> None:
-        """The first byte of the answer went to the client: time to first chunk."""
-        if self._first_chunk_ns is None:
-            self._first_chunk_ns = time_ns()
+    @property
+    def reads_every_chunk(self) -> bool:
+        """Until a stream's first answer piece, each chunk is read as soon as it is sent,
+        so that the time to the first piece is the time it went out; after it, chunks
+        are read in batches."""
+        return self._sse is not None and self._first_piece_ns is None
 
     def body_chunks(self, chunks: Sequence[bytes]) -> None:
         """See a run of response body chunks, after they have gone to the client."""
         events = self._sse
         if events is not None:
-            if events.add(chunks):
+            if events.add(chunks) or self._first_piece_ns is None:
                 self._read_events(events.take())
+                if self._first_piece_ns is None and self.response.answer.started:
+                    self._first_piece_ns = time_ns()
         elif self._json is not None:
             run = b"".join(chunks)
             if len(self._json) + len(run) <= self._telemetry.capture.max_request_bytes:
@@ -177,28 +212,61 @@ class ChatCall:
         self.start_span()
         self._finished = True
         span = self.span
+        model_calls.chat_ended(span.get_span_context().trace_id)
         if not span.is_recording():
             return  # not sampled: nothing to read, and ending it would do nothing
+        if self._status_code in REFUSED_STATUSES:
+            self._end_refused(span)
+            return
         if self._sse is not None:
             self._read_events(self._sse.take(final=True))
         elif self._json:
             self._read_json_body(bytes(self._json))
-        self._note_server_error()
+        shape, response = self._route.shape, self.response
+        raised = [(e, at) for e, at in self._raised if not shape.explains(e, response)]
+        cancelled = cancelled and not raised  # a stream that raised failed; it was not left
+        self._note_server_error(raised)
+        self._add_exception_events(raised)
+        span.set_attributes(
+            {
+                **self._learned_attributes(),
+                **self._input_attributes(),
+                **self._response_attributes(cancelled),
+            }
+        )
+        if "app" in self._learned:
+            span.update_name(self._span_name())
+        failure = self._failure(raised)
+        if failure and not cancelled:
+            span.set_attribute(sc.ERROR_TYPE, failure)
+            span.set_status(Status(StatusCode.ERROR, failure))
+        span.end()
+
+    def _end_refused(self, span: trace.Span) -> None:
+        """The app refused the request: the span says so, and no chat row is made of it."""
+        span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, self._status_code)
+        self._add_exception_events(self._raised)
+        _refused.add(1, {sc.HTTP_RESPONSE_STATUS_CODE: self._status_code})
+        span.end()
+
+    def _add_exception_events(self, raised: list[tuple[BaseException, int]]) -> None:
+        span, redact = self.span, self._telemetry.redact
+        for exception, at in raised:
+            span.record_exception(
+                exception,
+                attributes={sc.EXCEPTION_MESSAGE: redact(str(exception))},
+                timestamp=at,
+                escaped=True,
+            )
         for found in self.response.exceptions:
             span.add_event(
                 sc.EXCEPTION_EVENT,
                 {
                     sc.EXCEPTION_TYPE: found.type,
-                    sc.EXCEPTION_MESSAGE: self._telemetry.redact(found.message),
+                    sc.EXCEPTION_MESSAGE: redact(found.message),
                     **sc.present(found.attributes),
                 },
             )
-        span.set_attributes({**self._input_attributes(), **self._response_attributes(cancelled)})
-        failure = self._failure()
-        if failure and not cancelled:
-            span.set_attribute(sc.ERROR_TYPE, failure)
-            span.set_status(Status(StatusCode.ERROR, failure))
-        span.end()
 
     def _read_events(self, events: bytes) -> None:
         """Read a run of complete SSE events: text pieces in bulk, others one by one."""
@@ -233,10 +301,10 @@ class ChatCall:
         if isinstance(data, dict):
             self._route.shape.read_response(data, self.response)
 
-    def _note_server_error(self) -> None:
+    def _note_server_error(self, raised: list[tuple[BaseException, int]]) -> None:
         """A 5xx answer with no exception seen (the app handled it itself) is still an error."""
         status = self._status_code
-        if status is None or status < 500 or self._recorded or self.response.exceptions:
+        if status is None or status < 500 or raised or self.response.exceptions:
             return
         code = self.response.failed
         self.response.exceptions.append(
@@ -246,14 +314,15 @@ class ChatCall:
             )
         )
 
-    def _failure(self) -> str | None:
-        """Why the chat failed, if it did: the response said so, or its status did."""
+    def _failure(self, raised: list[tuple[BaseException, int]]) -> str | None:
+        """Why the chat failed, if it did: the response said so, its status did, or it
+        raised."""
         if self.response.failed:
             return self.response.failed
         status = self._status_code
         if status is not None and status >= 400:
             return str(status)
-        return None
+        return type(raised[0][0]).__name__ if raised else None
 
     # -- attributes ----------------------------------------------------------------
 
@@ -264,17 +333,37 @@ class ChatCall:
             sc.GEN_AI_OPERATION_NAME: request.operation,
             sc.OPENINFERENCE_SPAN_KIND: "CHAIN" if request.operation == WORKFLOW else "LLM",
             sc.CHATSPAN_ROUTE: self._route.path,
-            sc.GEN_AI_PROVIDER_NAME: shape.provider,
+            sc.GEN_AI_PROVIDER_NAME: request.provider or shape.provider,
             sc.GEN_AI_REQUEST_MODEL: request.model,
             sc.GEN_AI_REQUEST_STREAM: request.stream,
             sc.GEN_AI_CONVERSATION_ID: request.conversation_id,
             sc.SESSION_ID: request.conversation_id,
             sc.USER_ID: request.user,
             sc.DIFY_APP_ID: request.app_id,
+            sc.DIFY_APP_NAME: request.app_name,
             **request.attributes,
         }
         if not self._request_captured:
             attributes[sc.CHATSPAN_REQUEST_CAPTURED] = False
+        return sc.present(attributes)
+
+    def _span_name(self) -> str:
+        request = self.request
+        name = request.app_name or request.app_id or request.model or self._route.shape.name
+        return f"{request.operation} {name}"
+
+    def _learned_attributes(self) -> dict[str, Any]:
+        """What the app's own work told the chat after its span started."""
+        request, learned = self.request, self._learned
+        attributes: dict[str, Any] = {}
+        if "app" in learned or "user" in learned:
+            attributes[sc.DIFY_APP_ID] = request.app_id
+            attributes[sc.DIFY_APP_NAME] = request.app_name
+        if "user" in learned:
+            attributes[sc.USER_ID] = request.user
+        if "model" in learned:
+            attributes[sc.GEN_AI_REQUEST_MODEL] = request.model
+            attributes[sc.GEN_AI_PROVIDER_NAME] = request.provider
         return sc.present(attributes)
 
     def _input_attributes(self) -> dict[str, Any]:
@@ -312,9 +401,9 @@ class ChatCall:
         if request.conversation_id is None and response.conversation_id:
             attributes[sc.GEN_AI_CONVERSATION_ID] = response.conversation_id
             attributes[sc.SESSION_ID] = response.conversation_id
-        if self._sse is not None and self._first_chunk_ns is not None:
+        if self._first_piece_ns is not None:
             attributes[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = (
-                self._first_chunk_ns - self.start_ns
+                self._first_piece_ns - self.start_ns
             ) / 1e9
         if cancelled:
             attributes[sc.CHATSPAN_STATUS] = sc.STATUS_CANCELLED

@@ -137,11 +137,12 @@ class ChatResponseBody:
 
     The chat span is current in this thread from the first chunk to the last (a
     streamed answer is generated while the server pulls chunks, so model calls made
-    there belong to the chat). Chunks are shown to the chat in runs of one SSE batch
-    (``DEFAULT_BATCH_BYTES``), each run once its last chunk has gone to the server and
-    before the next is pulled from the app, so looking at the answer never delays it
-    and a stream of many small events costs a list append per chunk. ``close()``
-    before the end means the client went away: the chat is then recorded as cancelled.
+    there belong to the chat). Each chunk is shown to the chat once it has gone to the
+    server and before the next is pulled from the app, so looking at the answer never
+    delays it: one by one until the stream's first answer piece (its time is the time
+    to first token), then in runs of one SSE batch (``DEFAULT_BATCH_BYTES``), so a
+    stream of many small events costs a list append per chunk. ``close()`` before the
+    end means the client went away: the chat is then recorded as cancelled.
     """
 
     def __init__(self, body: Iterable[bytes], chat: ChatCall) -> None:
@@ -159,20 +160,11 @@ class ChatResponseBody:
         sent: list[bytes] = []  # handed to the server, not yet shown to the chat
         size = 0
         try:
-            chunks = iter(self._body)
-            for chunk in chunks:
-                if chunk:
-                    chat.first_chunk_sent()
-                    sent.append(chunk)
-                    size = len(chunk)
-                    yield chunk
-                    break
-                yield chunk
-            for chunk in chunks:
+            for chunk in self._body:
                 sent.append(chunk)
                 size += len(chunk)
                 yield chunk
-                if size >= DEFAULT_BATCH_BYTES:
+                if size >= DEFAULT_BATCH_BYTES or chat.reads_every_chunk:
                     chat.body_chunks(sent)
                     sent.clear()
                     size = 0

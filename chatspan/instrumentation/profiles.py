@@ -9,8 +9,6 @@ response JSON or SSE events into :class:`ResponseFacts`; they never touch spans.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import importlib
 import json
 import re
@@ -20,6 +18,13 @@ from typing import Any
 
 from chatspan import semconv as sc
 from chatspan.config import ConfigError
+from chatspan.instrumentation.dify_errors import is_app_failure, run_failure
+from chatspan.instrumentation.dify_identity import (
+    CONSOLE_PASSPORT,
+    WEB_APP_PASSPORT,
+    app_key_digest,
+    bearer_claims,
+)
 
 CHAT, COMPLETION, WORKFLOW = (
     sc.OPERATION_CHAT,
@@ -37,7 +42,9 @@ class RequestFacts:
     user: str | None = None
     conversation_id: str | None = None
     app_id: str | None = None
+    app_name: str | None = None
     model: str | None = None
+    provider: str | None = None  # the model's provider, when the chat learned it
     stream: bool | None = None
     input_messages: list[dict[str, Any]] | None = None  # OpenAI-style, for gen_ai.input.messages
     attributes: dict[str, Any] = field(default_factory=dict)
@@ -60,8 +67,11 @@ class AnswerText:
         self._length = 0
         self._limit = limit
         self.truncated = False
+        self.started = False  # a piece of text arrived (kept or not: it went to the client)
 
     def append(self, piece: str) -> None:
+        if piece:
+            self.started = True
         room = self._limit - self._length
         if room <= 0:
             self.truncated = self.truncated or bool(piece)
@@ -112,6 +122,14 @@ class Shape:
     name = "custom"
     provider: str | None = None
 
+    def read_credentials(
+        self, authorization: str | None, params: Mapping[str, str], facts: RequestFacts
+    ) -> None:
+        """Fill `facts` from the request's credential and path parameters, as labels.
+
+        The built-in rule: an ``<app_id>`` path parameter names the app."""
+        facts.app_id = params.get("app_id") or facts.app_id
+
     def read_request(self, body: Mapping[str, Any], facts: RequestFacts) -> None:
         """Fill `facts` from the request JSON."""
 
@@ -127,6 +145,11 @@ class Shape:
         sends the event to the JSON parser and read_event. Most events of a streamed
         answer are such pieces, so this must cost a few C-level operations."""
         return None
+
+    def explains(self, exception: BaseException, facts: ResponseFacts) -> bool:
+        """Whether an exception the app raised is a failure the response already reports
+        (one cause, one error): then only the response's report is kept."""
+        return False
 
 
 # Text pieces of streams. _JSON_TEXT is a JSON string's body (escapes included).
@@ -153,10 +176,14 @@ _DIFY_USAGE_ATTRIBUTES = tuple(
 
 
 class DifyShape(Shape):
-    """Dify's chat, completion and workflow APIs (service API, console, web app)."""
+    """Dify's chat, completion and workflow APIs, for one way in: the service API
+    (``service-api``), the published web app (``web-app``) or the console debugger
+    (``debugger``), named as Dify's ``invoke_from`` names them."""
 
     name = "dify"
-    provider = "dify"
+
+    def __init__(self, invoke_from: str) -> None:
+        self.invoke_from = invoke_from
 
     def piece(self, data: bytes) -> bytes | None:
         if data.startswith(_DIFY_PIECE_STARTS):
@@ -165,12 +192,32 @@ class DifyShape(Shape):
                 return found.group(1)
         return None
 
+    def read_credentials(
+        self, authorization: str | None, params: Mapping[str, str], facts: RequestFacts
+    ) -> None:
+        """The app and user the credential names; Dify's own objects refine them later
+        (see dify_identity), and the app key's digest names the app only as a fallback."""
+        facts.attributes[sc.DIFY_INVOKE_FROM] = self.invoke_from
+        if self.invoke_from == "service-api":
+            digest = app_key_digest(authorization)
+            facts.app_id = digest
+            facts.attributes[sc.DIFY_API_KEY_DIGEST] = digest
+            return
+        claims = bearer_claims(authorization)
+        if self.invoke_from == "web-app" and claims.get("sub") == WEB_APP_PASSPORT:
+            facts.app_id = _text(claims.get("app_id"))
+            facts.user = _text(claims.get("end_user_id"))
+        elif self.invoke_from == "debugger":
+            facts.app_id = params.get("app_id")
+            if claims.get("sub") == CONSOLE_PASSPORT:
+                facts.user = _text(claims.get("user_id"))
+
     def read_request(self, body: Mapping[str, Any], facts: RequestFacts) -> None:
         facts.query = _text(body.get("query"))
         inputs = body.get("inputs")
         if facts.query is None and isinstance(inputs, Mapping) and inputs:
             facts.query = json.dumps(inputs, ensure_ascii=False, default=str)
-        facts.user = _text(body.get("user"))
+        facts.user = _text(body.get("user")) or facts.user
         facts.conversation_id = _text(body.get("conversation_id"))
         mode = body.get("response_mode")
         facts.stream = mode == "streaming" if isinstance(mode, str) else None
@@ -181,7 +228,9 @@ class DifyShape(Shape):
     def read_response(self, body: Mapping[str, Any], facts: ResponseFacts) -> None:
         data = body.get("data")
         if isinstance(data, Mapping) and "workflow_run_id" in body:  # a blocking workflow run
-            facts.attributes[sc.DIFY_WORKFLOW_RUN_ID] = _text(body.get("workflow_run_id"))
+            run_id = _text(body.get("workflow_run_id"))
+            facts.attributes[sc.DIFY_WORKFLOW_RUN_ID] = run_id
+            facts.message_id = facts.message_id or run_id
             self._workflow_finished(data, facts)
             return
         if "answer" in body:
@@ -190,8 +239,7 @@ class DifyShape(Shape):
         facts.message_id = _text(body.get("message_id") or body.get("id")) or facts.message_id
         self._metadata(body.get("metadata"), facts)
         if "code" in body and "status" in body and "answer" not in body:  # an error body
-            facts.failed = _text(body.get("code"))
-            facts.error_message = _text(body.get("message"))
+            self._error(body, facts, in_stream=False)
 
     def read_event(self, event: Mapping[str, Any], facts: ResponseFacts) -> None:
         kind = event.get("event")
@@ -206,17 +254,11 @@ class DifyShape(Shape):
         elif kind == "message_end":
             self._metadata(event.get("metadata"), facts)
         elif kind == "error":
-            code = _text(event.get("code")) or "stream_error"
-            facts.failed = code
-            facts.exceptions.append(
-                ExceptionFacts(
-                    type=f"dify.{code}",
-                    message=_text(event.get("message")) or code,
-                    attributes={sc.DIFY_ERROR_STATUS: _int(event.get("status"))},
-                )
-            )
+            self._error(event, facts, in_stream=True)
         elif kind == "workflow_started":
-            facts.attributes[sc.DIFY_WORKFLOW_RUN_ID] = _text(event.get("workflow_run_id"))
+            run_id = _text(event.get("workflow_run_id"))
+            facts.attributes[sc.DIFY_WORKFLOW_RUN_ID] = run_id
+            facts.message_id = facts.message_id or run_id  # a workflow run has no message
         elif kind == "node_finished":
             self._node_finished(event.get("data"), facts)
         elif kind == "workflow_finished" and isinstance(event.get("data"), Mapping):
@@ -224,6 +266,55 @@ class DifyShape(Shape):
         # ping, tts_message, tts_message_end, agent_thought, message_file, node_started,
         # node_retry, iteration_*, parallel_branch_*, text_chunk, agent_log and anything
         # newer pass through untouched and are not captured.
+
+    def explains(self, exception: BaseException, facts: ResponseFacts) -> bool:
+        """Dify raises a failed run as ValueError("Run failed: ..."), answered 400: the
+        run's failure the response reports is that exception (advanced chat, blocking)."""
+        error = run_failure(str(exception))
+        return error is not None and _workflow_failure(facts, error) is not None
+
+    @staticmethod
+    def _error(body: Mapping[str, Any], facts: ResponseFacts, *, in_stream: bool) -> None:
+        """An error body or ``error`` event: the app's failure is an exception; a caller's
+        mistake only fails the chat (see dify_errors)."""
+        code = _text(body.get("code")) or "stream_error"
+        message = _text(body.get("message")) or code
+        facts.failed = facts.failed or code
+        run_error = run_failure(message)
+        if run_error is not None:  # a failed workflow run, reported once more
+            DifyShape._workflow_failed(run_error, facts)
+            return
+        status = _int(body.get("status"))
+        if in_stream:
+            facts.error_message = facts.error_message or message
+        else:
+            facts.error_message = message
+        if is_app_failure(code, status, in_stream=in_stream):
+            facts.exceptions.append(
+                ExceptionFacts(
+                    type=f"dify.{code}",
+                    message=message,
+                    attributes=sc.present({sc.DIFY_ERROR_STATUS: status}),
+                )
+            )
+
+    @staticmethod
+    def _workflow_failed(
+        error: str, facts: ResponseFacts, node: Mapping[str, Any] | None = None
+    ) -> None:
+        """One failed run, one error: a node's failure and the run's failure that
+        repeats it (or Dify's "Run failed: ..." error after it) are the same cause."""
+        node_attributes = sc.present(dict(node or {}))
+        known = _workflow_failure(facts, error)
+        if known is not None:
+            known.attributes.update(node_attributes)  # the node, once a report names it
+        else:
+            facts.exceptions.append(
+                ExceptionFacts(
+                    type=sc.DIFY_WORKFLOW_FAILED, message=error, attributes=node_attributes
+                )
+            )
+        facts.failed = facts.failed or "workflow_failed"
 
     @staticmethod
     def _metadata(metadata: Any, facts: ResponseFacts) -> None:
@@ -253,14 +344,7 @@ class DifyShape(Shape):
             sc.CHATSPAN_NODE_TYPE: _text(data.get("node_type")),
             sc.CHATSPAN_NODE_TITLE: _text(data.get("title")),
         }
-        facts.exceptions.append(
-            ExceptionFacts(
-                type="dify.node_failed",
-                message=_text(data.get("error")) or "workflow node failed",
-                attributes={k: v for k, v in node.items() if v is not None},
-            )
-        )
-        facts.failed = facts.failed or "node_failed"
+        DifyShape._workflow_failed(_text(data.get("error")) or "workflow node failed", facts, node)
 
     @staticmethod
     def _workflow_finished(data: Mapping[str, Any], facts: ResponseFacts) -> None:
@@ -272,14 +356,18 @@ class DifyShape(Shape):
         status = data.get("status")
         if status in ("failed", "stopped"):
             facts.attributes[sc.DIFY_WORKFLOW_STATUS] = status
-            if status == "failed" and not facts.exceptions:
-                facts.exceptions.append(
-                    ExceptionFacts(
-                        type="dify.workflow_failed",
-                        message=_text(data.get("error")) or "workflow run failed",
-                    )
-                )
-            facts.failed = facts.failed or f"workflow_{status}"
+        if status == "failed":
+            DifyShape._workflow_failed(_text(data.get("error")) or "workflow run failed", facts)
+        elif status == "stopped":
+            facts.failed = facts.failed or "workflow_stopped"
+
+
+def _workflow_failure(facts: ResponseFacts, error: str) -> ExceptionFacts | None:
+    """The failed run already reported with this error, if any."""
+    for found in facts.exceptions:
+        if found.type == sc.DIFY_WORKFLOW_FAILED and found.message == error:
+            return found
+    return None
 
 
 class OpenAIShape(Shape):
@@ -396,7 +484,9 @@ class CustomShape(Shape):
         facts.usage(_path(body, self.input_tokens), _path(body, self.output_tokens))
 
 
-DIFY = DifyShape()
+DIFY = DifyShape("service-api")
+DIFY_WEB_APP = DifyShape("web-app")
+DIFY_CONSOLE = DifyShape("debugger")
 OPENAI = OpenAIShape()
 
 
@@ -417,14 +507,18 @@ class ChatRoute:
 def dify_routes() -> list[ChatRoute]:
     """Dify's chat routes: service API, console debugger and published web app."""
     routes = []
-    for prefix in ("/v1", "/api", "/console/api/apps/<app_id>"):
+    for prefix, shape in (
+        ("/v1", DIFY),
+        ("/api", DIFY_WEB_APP),
+        ("/console/api/apps/<app_id>", DIFY_CONSOLE),
+    ):
         routes += [
-            ChatRoute("POST", f"{prefix}/chat-messages", CHAT, DIFY),
-            ChatRoute("POST", f"{prefix}/completion-messages", COMPLETION, DIFY),
+            ChatRoute("POST", f"{prefix}/chat-messages", CHAT, shape),
+            ChatRoute("POST", f"{prefix}/completion-messages", COMPLETION, shape),
         ]
     routes += [
         ChatRoute("POST", "/v1/workflows/run", WORKFLOW, DIFY),
-        ChatRoute("POST", "/api/workflows/run", WORKFLOW, DIFY),
+        ChatRoute("POST", "/api/workflows/run", WORKFLOW, DIFY_WEB_APP),
     ]
     return routes
 
@@ -464,23 +558,6 @@ class Router:
             if route_method == method and (found := regex.match(path)):
                 return RouteMatch(route, found.groupdict())
         return None
-
-
-@functools.lru_cache(maxsize=256)
-def app_id_from_key(authorization: str | None) -> str | None:
-    """A stable, non-secret name for the app behind a Dify app key.
-
-    The service API identifies the app only by its key, which must never be stored; a
-    short SHA-256 digest of it tells apps apart without revealing anything. A process
-    serves a handful of keys, so each one's digest is computed once and remembered (in
-    memory only, beside the copies the app itself holds).
-    """
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip().startswith("app-"):
-        return None
-    return "key-" + hashlib.sha256(token.strip().encode()).hexdigest()[:16]
 
 
 def custom_routes(raw: str, variable: str = "CHATSPAN_CHAT_ROUTES") -> list[ChatRoute]:

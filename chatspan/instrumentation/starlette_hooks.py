@@ -106,7 +106,6 @@ class ChatMiddleware:
             if kind == "http.response.body":
                 body = message.get("body", b"")
                 if body:
-                    chat.first_chunk_sent()
                     chat.body_chunks((body,))
                 if not message.get("more_body", False):
                     completed = True

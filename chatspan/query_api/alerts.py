@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import Engine, case, false, func, select
 
 from chatspan import semconv as sc
 from chatspan.config import AlertSettings
@@ -62,7 +62,9 @@ class Alerter:
         }
         with self.engine.connect() as connection:
             errors = connection.scalar(
-                select(func.count()).select_from(error).where(error.c.created_at >= since)
+                select(func.count())
+                .select_from(error)
+                .where(error.c.created_at >= since, error.c.handled == false())
             )
             chats, failed = connection.execute(
                 select(
@@ -144,7 +146,11 @@ class Alerter:
                 error.c.created_at,
                 rank,
             )
-            .where(error.c.created_at >= since, error.c.fingerprint.is_not(None))
+            .where(
+                error.c.created_at >= since,
+                error.c.fingerprint.is_not(None),
+                error.c.handled == false(),
+            )
             .subquery()
         )
         recent = connection.execute(

@@ -46,6 +46,14 @@ CursorToken = Annotated[
 Since = Annotated[datetime | None, Query(description="ISO 8601; without a zone, UTC")]
 Until = Annotated[datetime | None, Query(description="ISO 8601, exclusive; without a zone, UTC")]
 
+Handled = Annotated[
+    Literal["false", "true", "any"],
+    Query(
+        description="errors the app recovered from (its span did not fail, or its chat "
+        "ended ok): left out by default; true shows only them, any shows all"
+    ),
+]
+
 MAX_STATS_DAYS = 1000
 
 
@@ -70,9 +78,12 @@ def error_filters(
     fingerprint: Text | None = None,
     since: Since = None,
     until: Until = None,
+    handled: Handled = "false",
 ) -> ErrorFilters:
     """The error filters of the query string (lists and exports take the same)."""
-    return ErrorFilters(_window(since, until), user_id, app_id, type_error, node, fingerprint)
+    return ErrorFilters(
+        _window(since, until), user_id, app_id, type_error, node, fingerprint, _handled(handled)
+    )
 
 
 def paging(page: Page = 1, per_page: PerPage = 20, cursor: CursorToken = None) -> Paging:
@@ -129,9 +140,12 @@ def error_groups(
     sort: Literal["count", "last_seen"] = "count",
     page: Page = 1,
     per_page: PerPage = 20,
+    handled: Handled = "false",
 ) -> dict[str, Any]:
     """Errors grouped by fingerprint: the same error, however many times it happened."""
-    filters = ErrorFilters(_window(since, until), app_id=app_id, type_error=type_error)
+    filters = ErrorFilters(
+        _window(since, until), app_id=app_id, type_error=type_error, handled=_handled(handled)
+    )
     with _connect(request) as connection:
         groups, has_more = _run(
             queries.error_groups, connection, filters, sort=sort, page=page, per_page=per_page
@@ -218,6 +232,10 @@ def log_stats(
             f"log-stats covers at most {MAX_STATS_DAYS} days; narrow since / until"
         )
     return _run(queries.log_stats, request.app.state.engine, Window(start, end))
+
+
+def _handled(value: str) -> bool | None:
+    return None if value == "any" else value == "true"
 
 
 def _connect(request: Request) -> Connection:

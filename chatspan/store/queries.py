@@ -111,6 +111,7 @@ class ErrorFilters:
     type_error: str | None = None
     node: str | None = None
     fingerprint: str | None = None
+    handled: bool | None = False  # errors the app recovered from; None: both kinds
 
 
 def chat_conditions(filters: ChatFilters) -> list[Any]:
@@ -142,6 +143,7 @@ def error_conditions(filters: ErrorFilters) -> list[Any]:
         type_error=filters.type_error,
         node=filters.node,
         fingerprint=filters.fingerprint,
+        handled=filters.handled,
     )
 
 
@@ -270,7 +272,7 @@ def _chat_buckets(connection: Connection, window: Window, hourly: bool) -> dict[
 def _error_buckets(connection: Connection, window: Window, hourly: bool) -> dict[str, Any]:
     bucket = _bucket(connection, error, hourly)
     rows = connection.execute(
-        select(bucket, func.count()).where(*_window(error, window)).group_by(bucket)
+        select(bucket, func.count()).where(*_unhandled_errors(window)).group_by(bucket)
     )
     return {"error_buckets": {_parse_bucket(start): count for start, count in rows}}
 
@@ -278,7 +280,7 @@ def _error_buckets(connection: Connection, window: Window, hourly: bool) -> dict
 def _errors_by_type(connection: Connection, window: Window, _hourly: bool) -> dict[str, Any]:
     rows = connection.execute(
         select(error.c.type_error, func.count().label("count"))
-        .where(*_window(error, window))
+        .where(*_unhandled_errors(window))
         .group_by(error.c.type_error)
         .order_by(desc("count"), error.c.type_error)
         .limit(20)
@@ -332,6 +334,11 @@ def _window(table: Table, window: Window) -> list[Any]:
     if window.until is not None:
         conditions.append(table.c.created_at < window.until.astimezone(timezone.utc))
     return conditions
+
+
+def _unhandled_errors(window: Window) -> list[Any]:
+    """Statistics count the errors the app did not recover from."""
+    return error_conditions(ErrorFilters(window))
 
 
 def _equal(table: Table, **values: Any) -> list[Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Double,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -36,6 +38,7 @@ dify_logs = Table(
     Column("trace_id", String(32), nullable=False),
     Column("span_id", String(16), nullable=False),
     Column("app_id", Text),
+    Column("app_name", Text),
     Column("conversation_id", Text),
     Column("message_id", Text),
     Column("user_id", Text),
@@ -79,6 +82,7 @@ error = Table(
     Column("node_type", Text),
     Column("route", Text),
     Column("service_name", Text),
+    Column("handled", Boolean, nullable=False, server_default=false()),
     Column("attributes", Json),
     Index("ix_error_user_created", "user_id", "created_at", "id"),
     Index("ix_error_app_created", "app_id", "created_at"),

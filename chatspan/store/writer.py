@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import JSON, BigInteger, Connection, DateTime, Double, Engine, Table, exc
+from sqlalchemy import JSON, BigInteger, Boolean, Connection, DateTime, Double, Engine, Table, exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.types import TypeEngine
@@ -32,10 +32,12 @@ from chatspan.records import (
     ErrorRecord,
     MappedBatch,
     SpanData,
+    join_errors_to_chats,
     map_spans,
     map_spans_lazily,
 )
 from chatspan.store.engine import describe_error
+from chatspan.store.error_context import ErrorContextJoin
 from chatspan.store.tables import dify_logs, error
 
 _logger = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class RecordWriter:
         self._engine = engine
         self._uses_copy = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
         self._insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        self._error_context = ErrorContextJoin()
 
     @property
     def engine(self) -> Engine:
@@ -78,12 +81,14 @@ class RecordWriter:
             if self._uses_copy:
                 with self._engine.begin() as connection:
                     _copy(connection, dify_logs, map_spans_lazily(spans, batch), batch.chats)
+                    self._join_errors_to_chats(connection, batch)
                     if batch.errors:
                         _copy(connection, error, batch.errors, batch.errors)
             else:
                 batch = map_spans(spans)
                 with self._engine.begin() as connection:
                     self._insert_ignoring_duplicates(connection, dify_logs, batch.chats)
+                    self._join_errors_to_chats(connection, batch)
                     self._insert_ignoring_duplicates(connection, error, batch.errors)
         except (exc.DataError, exc.IntegrityError) as failure:
             _logger.warning(
@@ -92,6 +97,11 @@ class RecordWriter:
             )
             rejected = self._write_one_by_one(batch)
         return WriteResult(len(batch.chats), len(batch.errors), batch.skipped, rejected)
+
+    def _join_errors_to_chats(self, connection: Connection, batch: MappedBatch) -> None:
+        """Errors inside a chat's trace take the chat's context, in this batch or across."""
+        self._error_context.before_errors(connection, join_errors_to_chats(batch))
+        self._error_context.after_chats(connection, batch.chats)
 
     def _insert_ignoring_duplicates(
         self, connection: Connection, table: Table, records: Sequence[ChatRecord | ErrorRecord]
@@ -185,6 +195,8 @@ def _copy_type(column_type: TypeEngine) -> str:
         return "float8"
     if isinstance(column_type, BigInteger):
         return "int8"
+    if isinstance(column_type, Boolean):
+        return "bool"
     return "text"  # text, varchar, and ids (hex strings the server parses as uuid)
 
 
