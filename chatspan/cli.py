@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import logging
 import secrets
@@ -208,7 +209,30 @@ def _progress_bar(label: str, width: int = 30):
     return show
 
 
+# What each command needs beyond the base package: (extra, modules it brings).
+_API = ("api", ("fastapi", "uvicorn", "jwt", "google.protobuf", "opentelemetry.proto", "httpx"))
+_DEMO = ("demo", (*_API[1], "flask"))
+
+
+def _require_extra(command: str, extra: str, modules: tuple[str, ...]) -> None:
+    """One line naming the extra to install, rather than an ImportError's traceback."""
+    missing = [name for name in modules if not _installed(name)]
+    if missing:
+        raise ConfigError(
+            f"chatspan {command} needs the {extra!r} extra (missing: {', '.join(missing)}): "
+            f"pip install 'chatspan[{extra}]'"
+        )
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
 def _serve(args: argparse.Namespace) -> int:
+    _require_extra("serve", *_API)
     settings = ApiSettings.from_env()
     if args.insecure and not _is_loopback(args.host):
         raise ConfigError("--insecure serves without authentication: bind it to 127.0.0.1 only")
@@ -222,6 +246,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    _require_extra("demo", *_DEMO)
     from chatspan.demo import print_summary, record_traffic  # noqa: PLC0415
 
     settings = ApiSettings.from_env()

@@ -91,3 +91,15 @@ def _index_names(url: str) -> set[str]:
     with psycopg.connect(libpq_dsn(url)) as connection:
         rows = connection.execute("select indexname from pg_indexes where tablename = 'dify_logs'")
         return {row[0] for row in rows}
+
+
+def test_a_command_whose_extra_is_missing_names_the_extra(monkeypatch, capsys):
+    from chatspan import cli
+
+    monkeypatch.setattr(cli, "_installed", lambda module: module != "uvicorn")
+    assert cli.main(["serve"]) == 2
+    error = capsys.readouterr().err
+    assert error.strip() == (
+        "chatspan: chatspan serve needs the 'api' extra (missing: uvicorn): "
+        "pip install 'chatspan[api]'"
+    )

@@ -265,3 +265,34 @@ def test_streamed_answer_is_what_parsing_every_event_gives(path, events, separat
             expected.input_tokens,
             expected.output_tokens,
         )
+
+
+def test_threads_and_pool_tasks_started_in_a_context_carry_it():
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Thread
+
+    from opentelemetry import trace
+
+    from chatspan.instrumentation import threads
+
+    recorder = SpanRecorder()
+    seen: dict[str, object] = {}
+
+    def note(where: str) -> None:
+        seen[where] = trace.get_current_span().get_span_context().span_id
+
+    threads.install()
+    try:
+        with recorder.tracer.start_as_current_span("request") as request:
+            thread = Thread(target=note, args=("thread",))
+            thread.start()
+            thread.join()
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(note, "pool").result()
+        outside = Thread(target=note, args=("outside",))
+        outside.start()
+        outside.join()
+    finally:
+        threads.uninstall()
+    expected = request.get_span_context().span_id
+    assert seen == {"thread": expected, "pool": expected, "outside": 0}

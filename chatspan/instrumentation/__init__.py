@@ -26,6 +26,7 @@ from chatspan.instrumentation import (
     greenlets,
     model_calls,
     starlette_hooks,
+    threads,
 )
 from chatspan.instrumentation.activation import ACTIVATION
 from chatspan.instrumentation.chat_call import ChatTelemetry
@@ -118,7 +119,7 @@ def _telemetry_or_none(
 
 # Hooks into the frameworks (and what the app calls while serving a chat), installed
 # once per process for whichever of them is installed.
-_HOOKS = (flask_hooks, starlette_hooks, greenlets, dify_identity, model_calls)
+_HOOKS = (flask_hooks, starlette_hooks, threads, greenlets, dify_identity, model_calls)
 _watched_providers: weakref.WeakSet[Any] = weakref.WeakSet()
 
 

@@ -1,7 +1,7 @@
 """Greenlets spawned while serving a chat carry its trace context.
 
-Under gevent, threads the app starts are greenlets, and OpenTelemetry's threading
-instrumentation already hands them the context. Greenlets spawned directly with
+Under gevent, threads the app starts are greenlets, and threads.py already hands them
+the context. Greenlets spawned directly with
 ``gevent.spawn`` start with an empty context; this wraps ``gevent.spawn`` and
 ``gevent.spawn_later`` (gevent's Greenlet type itself cannot be changed) so that work
 they do (a model call) is part of the chat's trace.

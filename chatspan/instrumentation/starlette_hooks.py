@@ -45,12 +45,20 @@ def uninstall() -> None:
 
 
 def add_middleware(app: Any) -> None:
-    """Put ChatMiddleware first in the app's user middleware, and rebuild its stack."""
+    """Put ChatMiddleware first in the app's user middleware (just inside OpenTelemetry's
+    server middleware, which older FastAPI instrumentations add there too), and rebuild
+    its stack."""
     from starlette.middleware import Middleware  # noqa: PLC0415
 
-    if not any(m.cls is ChatMiddleware for m in app.user_middleware):
-        app.user_middleware.insert(0, Middleware(ChatMiddleware))
-        app.middleware_stack = None
+    middleware = app.user_middleware
+    if any(m.cls is ChatMiddleware for m in middleware):
+        return
+    inside_server_span = next(
+        (i + 1 for i, m in enumerate(middleware) if m.cls.__name__ == "OpenTelemetryMiddleware"),
+        0,
+    )
+    middleware.insert(inside_server_span, Middleware(ChatMiddleware))
+    app.middleware_stack = None
 
 
 async def _call(app: Any, scope: Scope, receive: Receive, send: Send) -> None:
