@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -24,10 +25,13 @@ from sqlalchemy.engine import make_url
 
 from chatspan import semconv as sc
 from chatspan.config import ConfigError, SpoolSettings, StoreSettings
+from chatspan.exporters.delivery import LazilyRead
 from chatspan.exporters.postgres import PostgresSpanExporter
 from chatspan.store.engine import make_engine, resolve_url
 
+from pgdb import libpq_dsn
 from rows import comparable_rows, count_rows, fetch_rows
+from servers import wait_for
 from spans import ANSWER, QUESTION, SpanRecorder, chat_spans, make_chat_span
 from statements import StatementLog
 
@@ -199,6 +203,62 @@ def test_copy_and_insert_store_the_same_rows(inserting_statements: StatementLog)
     (odd,) = [row for row in stored["COPY"]["dify_logs"] if row["attributes"].get("ratio")]
     assert odd["output_text"] == "\\N" and odd["input_tokens"] == 2**63 - 1
     assert math.isclose(odd["time_to_first_token_ms"], 300.0)
+
+
+def test_a_batch_is_read_from_its_spans_once_and_whole():
+    spans = chat_spans(5)
+    batch = LazilyRead(spans)
+    first = next(iter(batch))  # a writer that stopped after one span
+    read = list(batch)  # then the spool, taking the whole batch
+    assert [data.span_id for data in read] == [span.context.span_id for span in spans]
+    assert read[0] is first and list(batch)[4] is read[4]  # each span read once
+    assert len(batch) == 5 and batch[-1] is read[4]
+
+
+@pytest.fixture
+def store_dropping_connections(postgres_database: str) -> Iterator[str]:
+    """The store, whose server drops the connection while storing user 'drop-me'."""
+    url = postgres_database
+    with psycopg.connect(libpq_dsn(url), autocommit=True) as connection:
+        connection.execute('TRUNCATE dify_logs, "error"')
+        connection.execute(
+            "CREATE FUNCTION drop_connection() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.user_id = 'drop-me' THEN PERFORM pg_terminate_backend(pg_backend_pid()); "
+            "END IF; RETURN NEW; END $$"
+        )
+        connection.execute(
+            "CREATE TRIGGER drop_connection BEFORE INSERT ON dify_logs "
+            "FOR EACH ROW EXECUTE FUNCTION drop_connection()"
+        )
+        yield url
+        connection.execute("DROP TRIGGER IF EXISTS drop_connection ON dify_logs")
+        connection.execute("DROP FUNCTION drop_connection()")
+
+
+def test_a_connection_lost_mid_copy_keeps_the_whole_batch_for_later(
+    store_dropping_connections: str, spool_directory
+):
+    url = store_dropping_connections
+    recorder = SpanRecorder()
+    for i in range(20):
+        make_chat_span(recorder.tracer, i, with_exception=i % 4 == 0)
+        if i == 10:
+            with recorder.tracer.start_as_current_span(
+                "chat", attributes={sc.CHATSPAN_KIND: "chat", sc.USER_ID: "drop-me"}
+            ):
+                pass
+    exporter = PostgresSpanExporter(
+        StoreSettings(database_url=url, export_timeout_s=10),
+        SpoolSettings(directory=spool_directory),
+    )
+    assert exporter.export(recorder.spans()) is SpanExportResult.SUCCESS  # kept on disk
+    assert exporter.spool.pending() == 1
+    assert count_rows(url, "dify_logs") == 0  # nothing of the batch half-stored
+    with psycopg.connect(libpq_dsn(url), autocommit=True) as connection:
+        connection.execute("DROP TRIGGER drop_connection ON dify_logs")
+    wait_for(lambda: count_rows(url, "dify_logs") == 21, timeout=60, what="the replay")
+    assert count_rows(url, "error") == 5
+    exporter.shutdown()
 
 
 @pytest.fixture
