@@ -1,9 +1,13 @@
 """Rows/s of the chatspan_postgres exporter vs raw COPY and vs one ORM insert per row.
 
-Usage: python bench/export_throughput.py [--spans 20000] [--rounds 3]
+Usage: python bench/export_throughput.py [--spans 20000] [--rounds 5]
 Reads CHATSPAN_TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test) and
-works in a scratch database it creates and drops. All three ways run in this process,
+works in a scratch database it creates and drops. All ways run in this process,
 interleaved round by round, so the ratios hold on a noisy machine.
+
+The headline is the exporter against the limit: one raw COPY, in one transaction, of the
+rows the exporter stores, already mapped, in the exporter's own COPY format. The
+exporter also maps each span, and commits every 512 (the batch span processor's batch).
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from sqlalchemy.orm import Session, registry
 
 from chatspan.config import SpoolSettings, StoreSettings
 from chatspan.exporters.postgres import PostgresSpanExporter
-from chatspan.records import CHAT_COLUMNS, SpanData, map_spans
+from chatspan.records import SpanData, map_spans
 from chatspan.store.engine import make_engine
 from chatspan.store.migrate import upgrade
+from chatspan.store.pg_copy import copy_values
 from chatspan.store.tables import dify_logs
 
 from pgdb import libpq_dsn, scratch_database
@@ -37,24 +42,13 @@ from rows import count_rows
 from spans import make_chat_span
 
 BATCH = 512  # the BatchSpanProcessor's default export batch size
-# Declared COPY types, psycopg's fastest text COPY (the exporter declares the same).
-_COPY_TYPES = {
-    **dict.fromkeys(CHAT_COLUMNS, "text"),
-    "created_at": "timestamptz",
-    "latency_ms": "float8",
-    "time_to_first_token_ms": "float8",
-    "input_tokens": "int8",
-    "output_tokens": "int8",
-    "total_tokens": "int8",
-    "attributes": "jsonb",
-}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spans", type=int, default=20_000)
     parser.add_argument("--orm-rows", type=int, default=2_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     memory = InMemorySpanExporter()
@@ -103,6 +97,10 @@ def main() -> None:
         engine.dispose()
 
     median = {name: statistics.median(values) for name, values in results.items()}
+    print(
+        f"exporter / one raw COPY = {_ratio(results, 'copy_one'):.2f}x  (target >= 0.8; "
+        f"{args.spans} rows, one transaction; median of {args.rounds} rounds)"
+    )
     print(f"spans per round: {args.spans} (ORM: {args.orm_rows}), rounds: {args.rounds}")
     for name, label in [
         ("exporter", "chatspan_postgres exporter"),
@@ -113,8 +111,8 @@ def main() -> None:
         rounds = ", ".join(f"{v:,.0f}" for v in results[name])
         print(f"  {label:<30} {median[name]:>10,.0f} rows/s   (rounds: {rounds})")
     print(
-        f"exporter / raw COPY    = {_ratio(results, 'copy'):.2f}x  (target >= 0.6; "
-        f"vs one {args.spans}-row COPY: {_ratio(results, 'copy_one'):.2f}x)"
+        f"exporter / raw COPY    = {_ratio(results, 'copy'):.2f}x  "
+        f"({BATCH} rows per commit; target >= 0.6)"
     )
     print(f"exporter / ORM per row = {_ratio(results, 'orm'):.1f}x  (target >= 10)")
 
@@ -139,18 +137,10 @@ def _export_all(exporter: PostgresSpanExporter, spans) -> None:
 
 
 def _raw_copy(connection: psycopg.Connection, rows: list[tuple], batch: int) -> None:
-    """COPY the prepared rows, `batch` rows per transaction."""
-    columns = ", ".join(CHAT_COLUMNS)
-    types = [_COPY_TYPES[name] for name in CHAT_COLUMNS]
+    """COPY the prepared rows, `batch` rows per transaction, as the exporter COPies."""
     for start in range(0, len(rows), batch):
-        with (
-            connection.transaction(),
-            connection.cursor() as cursor,
-            cursor.copy(f"COPY dify_logs ({columns}) FROM STDIN") as copy,
-        ):
-            copy.set_types(types)
-            for row in rows[start : start + batch]:
-                copy.write_row(row)
+        with connection.transaction(), connection.cursor() as cursor:
+            copy_values(cursor, dify_logs, rows[start : start + batch])
 
 
 def _orm_class():

@@ -72,7 +72,7 @@ class SpanData:
             span.end_time,
             span.status.status_code is StatusCode.ERROR,
             # A plain dict: the SDK's read-only attribute view is slow to look things up in.
-            attributes.copy() if attributes else {},
+            attributes.copy() if attributes is not None else {},
             tuple(SpanEvent(e.name, e.timestamp, dict(e.attributes or {})) for e in events)
             if events
             else (),
@@ -459,7 +459,7 @@ def _error_record(
 
 
 def _datetime(ns: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=ns // 1000)
+    return _EPOCH + timedelta(0, 0, ns // 1000)  # positional: a third faster than microseconds=
 
 
 def _clean(text: str, limit: int) -> str:
@@ -579,12 +579,19 @@ def _jsonable(value: Any) -> Any:
 
 
 def _extra_attributes(attributes: Mapping[str, Any], consumed: frozenset[str]) -> dict[str, Any]:
-    extra = {key: value for key, value in attributes.items() if key not in consumed}
-    dropped = len(extra) - MAX_EXTRA_ATTRIBUTES
-    if dropped > 0:
-        extra = dict(list(extra.items())[:MAX_EXTRA_ATTRIBUTES])
-    extra = {_clean(str(key), 256): _jsonable(value) for key, value in extra.items()}
-    if dropped > 0:
+    # One pass over the keys, as this runs for every record: the values of consumed keys
+    # are never touched (reading them costs as much as the rest of this function).
+    extra: dict[str, Any] = {}
+    kept = dropped = 0
+    for key in attributes:
+        if key in consumed:
+            continue
+        if kept < MAX_EXTRA_ATTRIBUTES:
+            extra[_clean(str(key), 256)] = _jsonable(attributes[key])
+            kept += 1
+        else:
+            dropped += 1
+    if dropped:
         extra[sc.CHATSPAN_ATTRIBUTES_DROPPED] = dropped
     return extra
 

@@ -19,6 +19,7 @@ from chatspan.store.engine import make_engine
 from chatspan.store.migrate import upgrade
 
 from pgdb import base_url, postgres_unreachable_reason, scratch_database
+from statements import StatementLog, statement_log
 
 
 @pytest.fixture(autouse=True)
@@ -90,3 +91,10 @@ def any_driver_url(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "sqlite":
         return _fresh_sqlite(tmp_path)
     return _emptied_postgres(request, driver=request.param.split("+")[1])
+
+
+@pytest.fixture
+def inserting_statements(request: pytest.FixtureRequest) -> Iterator[StatementLog]:
+    """The session's PostgreSQL store, emptied, recording which statements insert rows."""
+    with statement_log(_emptied_postgres(request)) as log:
+        yield log

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import math
 import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -18,14 +21,19 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from chatspan import semconv as sc
 from chatspan.config import ConfigError, SpoolSettings, StoreSettings
+from chatspan.exporters.delivery import LazilyRead
 from chatspan.exporters.postgres import PostgresSpanExporter
-from chatspan.store.engine import make_engine
+from chatspan.store.engine import make_engine, resolve_url
 
-from rows import count_rows, fetch_rows
+from pgdb import libpq_dsn
+from rows import comparable_rows, count_rows, fetch_rows
+from servers import wait_for
 from spans import ANSWER, QUESTION, SpanRecorder, chat_spans, make_chat_span
+from statements import StatementLog
 
 
 def _exporter(url: str, timeout_s: float = 10) -> PostgresSpanExporter:
@@ -96,6 +104,161 @@ def test_a_batch_mixing_new_and_stored_spans_stores_the_new_ones(database_url):
     exporter.shutdown()
     assert count_rows(database_url, "dify_logs") == 20
     assert count_rows(database_url, "error") == 20
+
+
+def _spelled(url: str, scheme: str) -> str:
+    """The same database, with the URL scheme an operator might write."""
+    return make_url(url).set(drivername=scheme).render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg"])
+def test_every_postgres_spelling_copies_the_rows_in(inserting_statements: StatementLog, scheme):
+    # Dify installs psycopg2, and for a URL naming no driver SQLAlchemy would pick it.
+    assert importlib.util.find_spec("psycopg2"), "without psycopg2 this test proves nothing"
+    url = _spelled(inserting_statements.url, scheme)
+    exporter = _exporter(url)
+    assert exporter.export(chat_spans(40, exception_every=4)) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert count_rows(url, "dify_logs") == 40
+    assert count_rows(url, "error") == 10
+    assert inserting_statements.statements() == [("dify_logs", "COPY"), ("error", "COPY")]
+
+
+def test_an_explicit_psycopg2_url_is_honoured(inserting_statements: StatementLog):
+    """The slower road, kept for whoever asks for it; and the control that shows the
+    statement log tells COPY from INSERT."""
+    url = _spelled(inserting_statements.url, "postgresql+psycopg2")
+    exporter = _exporter(url)
+    assert exporter.export(chat_spans(40, exception_every=4)) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert count_rows(url, "dify_logs") == 40
+    # psycopg2 sends one INSERT per row.
+    assert set(inserting_statements.statements()) == {("dify_logs", "INSERT"), ("error", "INSERT")}
+
+
+def test_only_a_retried_batch_is_merged(inserting_statements: StatementLog):
+    url = inserting_statements.url
+    spans = chat_spans(30, exception_every=3)
+    exporter = _exporter(url)
+    assert exporter.export(spans[:20]) is SpanExportResult.SUCCESS  # new: COPY
+    assert exporter.export(spans) is SpanExportResult.SUCCESS  # a retry, with 10 new: merged
+    assert exporter.export(chat_spans(5)) is SpanExportResult.SUCCESS  # new again: COPY
+    exporter.shutdown()
+    assert count_rows(url, "dify_logs") == 35
+    assert count_rows(url, "error") == 10
+    # The retry's COPY failed on the first stored id and left nothing (not even a log row).
+    assert inserting_statements.statements() == [
+        ("dify_logs", "COPY"),
+        ("error", "COPY"),
+        ("dify_logs", "INSERT"),
+        ("error", "INSERT"),
+        ("dify_logs", "COPY"),
+    ]
+
+
+def _odd_spans() -> list:
+    """Chats and errors with the values that differ between COPY and INSERT if anything does."""
+    recorder = SpanRecorder()
+    for i in range(5):
+        make_chat_span(recorder.tracer, i, with_exception=i % 2 == 0)
+    with recorder.tracer.start_as_current_span(
+        "odd",
+        attributes={
+            sc.CHATSPAN_KIND: "chat",
+            sc.INPUT_VALUE: "tab\tnewline\nbackslash\\ and \\N, héllo 世界 🎉",
+            sc.OUTPUT_VALUE: "\\N",  # text COPY's NULL marker, as text
+            sc.USER_ID: "ü" * 600,  # capped
+            sc.GEN_AI_USAGE_INPUT_TOKENS: 2**63 - 1,
+            sc.GEN_AI_USAGE_OUTPUT_TOKENS: -5,
+            sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK: 0.1 + 0.2,
+            sc.CHATSPAN_LATENCY_MS: 1e-300,
+            "ratio": 1.7976931348623157e308,
+            "big": 2**80,
+            "nested": ["ü", 1, 2.5, True],
+            "ключ": "значение\u2028",
+            "empty": "",
+        },
+    ):
+        pass
+    return recorder.spans()
+
+
+def test_copy_and_insert_store_the_same_rows(inserting_statements: StatementLog):
+    spans = _odd_spans()
+    stored = {}
+    for scheme, statement in [("postgresql", "COPY"), ("postgresql+psycopg2", "INSERT")]:
+        url = _spelled(inserting_statements.url, scheme)
+        exporter = _exporter(url)
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        exporter.shutdown()
+        assert {verb for _table, verb in inserting_statements.statements()} == {statement}
+        stored[statement] = {t: comparable_rows(url, t) for t in ("dify_logs", "error")}
+        engine = make_engine(url, timeout_s=10)
+        with engine.begin() as connection:
+            connection.execute(text('TRUNCATE dify_logs, "error"'))
+        engine.dispose()
+        inserting_statements.clear()
+    assert len(stored["COPY"]["dify_logs"]) == 6 and len(stored["COPY"]["error"]) == 3
+    assert stored["COPY"] == stored["INSERT"]
+    (odd,) = [row for row in stored["COPY"]["dify_logs"] if row["attributes"].get("ratio")]
+    assert odd["output_text"] == "\\N" and odd["input_tokens"] == 2**63 - 1
+    assert math.isclose(odd["time_to_first_token_ms"], 300.0)
+
+
+def test_a_batch_is_read_from_its_spans_once_and_whole():
+    spans = chat_spans(5)
+    batch = LazilyRead(spans)
+    first = next(iter(batch))  # a writer that stopped after one span
+    read = list(batch)  # then the spool, taking the whole batch
+    assert [data.span_id for data in read] == [span.context.span_id for span in spans]
+    assert read[0] is first and list(batch)[4] is read[4]  # each span read once
+    assert len(batch) == 5 and batch[-1] is read[4]
+
+
+@pytest.fixture
+def store_dropping_connections(postgres_database: str) -> Iterator[str]:
+    """The store, whose server drops the connection while storing user 'drop-me'."""
+    url = postgres_database
+    with psycopg.connect(libpq_dsn(url), autocommit=True) as connection:
+        connection.execute('TRUNCATE dify_logs, "error"')
+        connection.execute(
+            "CREATE FUNCTION drop_connection() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.user_id = 'drop-me' THEN PERFORM pg_terminate_backend(pg_backend_pid()); "
+            "END IF; RETURN NEW; END $$"
+        )
+        connection.execute(
+            "CREATE TRIGGER drop_connection BEFORE INSERT ON dify_logs "
+            "FOR EACH ROW EXECUTE FUNCTION drop_connection()"
+        )
+        yield url
+        connection.execute("DROP TRIGGER IF EXISTS drop_connection ON dify_logs")
+        connection.execute("DROP FUNCTION drop_connection()")
+
+
+def test_a_connection_lost_mid_copy_keeps_the_whole_batch_for_later(
+    store_dropping_connections: str, spool_directory
+):
+    url = store_dropping_connections
+    recorder = SpanRecorder()
+    for i in range(20):
+        make_chat_span(recorder.tracer, i, with_exception=i % 4 == 0)
+        if i == 10:
+            with recorder.tracer.start_as_current_span(
+                "chat", attributes={sc.CHATSPAN_KIND: "chat", sc.USER_ID: "drop-me"}
+            ):
+                pass
+    exporter = PostgresSpanExporter(
+        StoreSettings(database_url=url, export_timeout_s=10),
+        SpoolSettings(directory=spool_directory),
+    )
+    assert exporter.export(recorder.spans()) is SpanExportResult.SUCCESS  # kept on disk
+    assert exporter.spool.pending() == 1
+    assert count_rows(url, "dify_logs") == 0  # nothing of the batch half-stored
+    with psycopg.connect(libpq_dsn(url), autocommit=True) as connection:
+        connection.execute("DROP TRIGGER drop_connection ON dify_logs")
+    wait_for(lambda: count_rows(url, "dify_logs") == 21, timeout=60, what="the replay")
+    assert count_rows(url, "error") == 5
+    exporter.shutdown()
 
 
 @pytest.fixture
@@ -261,6 +424,27 @@ def test_bad_database_url_fails_at_start_naming_the_variable(monkeypatch, url, e
     with pytest.raises(ConfigError, match=expected.replace("(", r"\(")) as raised:
         PostgresSpanExporter()
     assert "CHATSPAN_DATABASE_URL" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("postgresql://u:pw@h/db", "postgresql+psycopg"),
+        ("postgres://u:pw@h/db", "postgresql+psycopg"),
+        ("postgresql+psycopg://u:pw@h/db", "postgresql+psycopg"),
+        ("postgresql+psycopg2://u:pw@h/db", "postgresql+psycopg2"),
+        ("postgres+psycopg2://u:pw@h/db", "postgresql+psycopg2"),
+        ("sqlite:///x.db", "sqlite"),
+    ],
+)
+def test_database_url_spellings_pick_their_driver(url, driver):
+    resolved = resolve_url(url)
+    assert resolved.drivername == driver
+    assert (resolved.host, resolved.password, resolved.database) == (
+        make_url(url).host,
+        make_url(url).password,
+        make_url(url).database,
+    )
 
 
 def test_malformed_url_with_a_password_does_not_echo_it(monkeypatch):

@@ -9,12 +9,14 @@ import uuid
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from chatspan.store.engine import make_engine
 from chatspan.store.migrate import upgrade
 
 from rows import rows_where
 from servers import APP_KEY, clean_env, run_app, wait_for
+from statements import StatementLog
 
 pytestmark = pytest.mark.slow
 
@@ -169,6 +171,26 @@ def test_only_the_database_url_is_needed(sqlite_url, tmp_path):
         log = app.log()
     assert "Traceback" not in log
     assert "Failed" not in log and "ERROR" not in log
+
+
+def test_a_postgres_url_as_operators_write_it(inserting_statements: StatementLog, tmp_path):
+    """postgres://, the spelling of libpq and many hosting panels: chats land, through COPY."""
+    url = make_url(inserting_statements.url).set(drivername="postgres")
+    env = clean_env(
+        CHATSPAN_DATABASE_URL=url.render_as_string(hide_password=False),
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+    with run_app("gunicorn", tmp_path, env) as app:
+        httpx.post(
+            app.base_url + "/v1/chat-messages",
+            headers=HEADERS,
+            json={"query": "spelled", "user": "u-pg", "response_mode": "streaming", "inputs": {}},
+        )
+        (row,) = wait_for(lambda: rows_where(inserting_statements.url, "dify_logs", user_id="u-pg"))
+        log = app.log()
+    assert row["output_text"].startswith("You asked: spelled")
+    assert set(inserting_statements.statements()) == {("dify_logs", "COPY")}
+    assert "Traceback" not in log and "ERROR" not in log
 
 
 def test_a_bad_setting_leaves_the_app_running_with_one_clear_line(tmp_path):

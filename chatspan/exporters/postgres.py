@@ -8,6 +8,8 @@ call it makes is bounded by ``CHATSPAN_EXPORT_TIMEOUT_S``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from chatspan.concurrency import run_blocking
@@ -42,7 +44,7 @@ class PostgresSpanExporter(SpooledSpanExporter):
             open_spool(spool or SpoolSettings.from_env(), "postgres", self.destination, self._store)
         )
 
-    def _deliver(self, batch: list[SpanData]) -> Outcome:
+    def _deliver(self, batch: Sequence[SpanData]) -> Outcome:
         # Under gevent, off the hub's thread: a hung database must not stop requests.
         run_blocking(self._store, batch)
         return Outcome.STORED
@@ -54,7 +56,7 @@ class PostgresSpanExporter(SpooledSpanExporter):
     def _describe(failure: Exception) -> str:
         return describe_error(failure)  # the driver's error, without SQL or row content
 
-    def _store(self, batch: list[SpanData]) -> None:
+    def _store(self, batch: Sequence[SpanData]) -> None:
         # The exporter's own database calls must not become spans to export.
         with suppress_instrumentation():
             self._schema.ensure()

@@ -81,7 +81,7 @@ class SupabaseSpanExporter(SpooledSpanExporter):
                 client.close()
             self._clients.clear()
 
-    def _deliver(self, batch: list[SpanData]) -> Outcome:
+    def _deliver(self, batch: Sequence[SpanData]) -> Outcome:
         """Every table's rows of a batch; the worst outcome of their requests."""
         deadline = time.monotonic() + self._settings.export_timeout_s
         with suppress_instrumentation():  # the exporter's own requests are not spans

@@ -18,44 +18,51 @@ from sqlalchemy.engine import URL, make_url
 
 from chatspan.config import ConfigError
 
-# The drivers chatspan supports, per backend.
+# The drivers chatspan supports, per backend; the first is what a URL without one gets.
 POSTGRES_DRIVERS = ("psycopg", "psycopg2")
 SQLITE_DRIVERS = ("pysqlite",)
+# Spellings operators use for PostgreSQL (Heroku-style URLs and libpq's own say postgres://).
+_POSTGRES_NAMES = ("postgresql", "postgres")
 
 
 def resolve_url(raw_url: str, variable: str = "CHATSPAN_DATABASE_URL") -> URL:
-    """Parse a database URL and pick its driver, or fail with a message naming `variable`."""
+    """Parse a database URL and pick its driver, or fail with a message naming `variable`.
+
+    ``postgresql://`` and ``postgres://`` mean psycopg 3, the driver chatspan installs and
+    the one it COPies rows with, even where psycopg2 is installed too (Dify ships it, and
+    SQLAlchemy would pick it for a URL that names no driver). Only an explicit
+    ``postgresql+psycopg2://`` selects psycopg2, and with it the slower INSERT path.
+    """
     try:
         url = make_url(raw_url)
     except (exc.ArgumentError, ValueError):
         raise ConfigError(
             f"{variable} is not a database URL (got {_redacted(raw_url)!r}); "
-            "use postgresql+psycopg://user:password@host:5432/db or sqlite:///path/to/chatspan.db"
+            "use postgresql://user:password@host:5432/db or sqlite:///path/to/chatspan.db"
         ) from None
-    backend, driver = url.get_backend_name(), url.get_driver_name()
-    if backend == "postgresql":
-        if "+" not in url.drivername:
-            # SQLAlchemy's default for postgresql:// is psycopg2; fall back to psycopg 3,
-            # which chatspan installs, when psycopg2 is absent.
-            driver = "psycopg2" if importlib.util.find_spec("psycopg2") else "psycopg"
-            url = url.set(drivername=f"postgresql+{driver}")
+    # Read from the URL's text: asking SQLAlchemy for the driver loads the dialect, which
+    # fails for postgres:// and for drivers it does not know.
+    backend, _, driver = url.drivername.partition("+")
+    if backend in _POSTGRES_NAMES:
+        driver = driver or POSTGRES_DRIVERS[0]
         if driver not in POSTGRES_DRIVERS:
             raise ConfigError(
                 f"{variable} names the driver {driver!r}, which chatspan does not support; "
-                "use postgresql+psycopg:// (psycopg 3) or postgresql+psycopg2://"
+                "use postgresql:// (psycopg 3) or postgresql+psycopg2://"
             )
         if importlib.util.find_spec(driver) is None:
             raise ConfigError(
                 f"{variable} asks for the {driver!r} driver, which is not installed; "
                 f"pip install {'psycopg2-binary' if driver == 'psycopg2' else 'psycopg[binary]'}"
             )
+        url = url.set(drivername=f"postgresql+{driver}")
     elif backend == "sqlite":
-        if driver not in SQLITE_DRIVERS:
+        if (driver or SQLITE_DRIVERS[0]) not in SQLITE_DRIVERS:
             raise ConfigError(f"{variable}: use sqlite:///path/to/file.db, not {url.drivername}")
     else:
         raise ConfigError(
             f"{variable} names the database {backend!r}; chatspan stores rows in "
-            "PostgreSQL (postgresql+psycopg://...) or SQLite (sqlite:///...)"
+            "PostgreSQL (postgresql://...) or SQLite (sqlite:///...)"
         )
     return url
 

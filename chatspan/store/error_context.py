@@ -7,8 +7,9 @@ come after its chat. Within a batch the mapping joins them
 
 - an error whose chat is already stored takes its context before it is written (one
   indexed look-up by trace id, only for batches that hold such errors: errors are few);
-- an error whose chat has not come yet is remembered by trace id (in memory, bounded),
-  and updated when the chat is written.
+- an error whose chat has not come yet is remembered by trace id (in memory, bounded:
+  the oldest are forgotten first), and updated when the chat is written (again if the
+  chat comes again: the update changes nothing the second time).
 
 Both happen in the batch's own transaction. The memory is per process: a chat and its
 error that reach two different processes (two ingest replicas) are not joined.
@@ -62,9 +63,9 @@ class ErrorContextJoin:
         """Errors stored earlier that waited for one of `chats` take its context."""
         if not self._waiting:
             return
-        with self._lock:
+        with self._lock:  # kept, not popped: a batch rolled back is written again
             due = [
-                (chat, self._waiting.pop(chat.trace_id))
+                (chat, list(self._waiting[chat.trace_id]))
                 for chat in chats
                 if chat.trace_id in self._waiting
             ]
