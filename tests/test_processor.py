@@ -12,11 +12,13 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from chatspan.concurrency import Wakeup
 from chatspan.exporters import processor as processor_module
 from chatspan.exporters.processor import LateStartBatchSpanProcessor
 
@@ -164,13 +166,13 @@ def test_an_exporter_that_raises_is_logged_and_later_spans_still_leave(caplog):
 def test_a_dead_export_thread_is_logged_and_the_next_span_starts_another(monkeypatch, caplog):
     exporter = RecordingExporter()
     processor = LateStartBatchSpanProcessor(exporter, schedule_delay_millis=600_000)
-    real_sleep = processor_module.sleep
 
-    def dying_sleep(seconds: float) -> None:
-        monkeypatch.setattr(processor_module, "sleep", real_sleep)
-        raise RuntimeError("the thread's own bug")
+    class DyingWakeup(Wakeup):
+        def wait(self, timeout: float | None = None) -> bool:
+            monkeypatch.setattr(processor_module, "Wakeup", Wakeup)  # the next thread lives
+            raise RuntimeError("the thread's own bug")
 
-    monkeypatch.setattr(processor_module, "sleep", dying_sleep)
+    monkeypatch.setattr(processor_module, "Wakeup", DyingWakeup)
     before = _processor_threads()
     with caplog.at_level(logging.ERROR, logger="chatspan"):
         processor.on_end(_span("one"))
@@ -180,6 +182,33 @@ def test_a_dead_export_thread_is_logged_and_the_next_span_starts_another(monkeyp
     assert _processor_threads() == before + 1
     processor.shutdown()
     assert exporter.names() == ["one", "two"]
+
+
+def _wakeups(thread: threading.Thread) -> int:
+    """How many times the OS has woken `thread` so far (its voluntary context switches)."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+def test_the_export_thread_sleeps_while_idle_and_while_a_span_waits_out_the_delay():
+    exporter = RecordingExporter()
+    processor = LateStartBatchSpanProcessor(exporter, schedule_delay_millis=1500)
+    processor.on_end(_span("first"))
+    (thread,) = [t for t in threading.enumerate() if t.name == THREAD_NAME]
+    wait_for(lambda: exporter.names() == ["first"], what="the first span exported")
+    idle_from = _wakeups(thread)
+    time.sleep(1)  # the time being measured: nothing to do
+    idle = _wakeups(thread) - idle_from
+    waiting_from = _wakeups(thread)
+    processor.on_end(_span("second"))  # leaves 1.5 s from now
+    time.sleep(1)
+    waiting = _wakeups(thread) - waiting_from
+    assert exporter.names() == ["first"]
+    wait_for(lambda: exporter.names() == ["first", "second"], what="the second span exported")
+    processor.shutdown()
+    assert idle == 0
+    assert waiting <= 1  # woken by the span to start waiting out its delay; then asleep
 
 
 class FileExporter(SpanExporter):
