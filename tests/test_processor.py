@@ -12,7 +12,6 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -23,6 +22,7 @@ from chatspan.exporters import processor as processor_module
 from chatspan.exporters.processor import LateStartBatchSpanProcessor
 
 from servers import wait_for
+from wakeups import needs_proc, thread_named, wakeups
 
 THREAD_NAME = "chatspan-batch-span-processor"
 
@@ -184,26 +184,20 @@ def test_a_dead_export_thread_is_logged_and_the_next_span_starts_another(monkeyp
     assert exporter.names() == ["one", "two"]
 
 
-def _wakeups(thread: threading.Thread) -> int:
-    """How many times the OS has woken `thread` so far (its voluntary context switches)."""
-    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
-    return int(status.split("voluntary_ctxt_switches:")[1].split()[0])
-
-
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
+@needs_proc
 def test_the_export_thread_sleeps_while_idle_and_while_a_span_waits_out_the_delay():
     exporter = RecordingExporter()
     processor = LateStartBatchSpanProcessor(exporter, schedule_delay_millis=1500)
     processor.on_end(_span("first"))
-    (thread,) = [t for t in threading.enumerate() if t.name == THREAD_NAME]
+    thread = thread_named(THREAD_NAME)
     wait_for(lambda: exporter.names() == ["first"], what="the first span exported")
-    idle_from = _wakeups(thread)
+    idle_from = wakeups(thread)
     time.sleep(1)  # the time being measured: nothing to do
-    idle = _wakeups(thread) - idle_from
-    waiting_from = _wakeups(thread)
+    idle = wakeups(thread) - idle_from
+    waiting_from = wakeups(thread)
     processor.on_end(_span("second"))  # leaves 1.5 s from now
     time.sleep(1)
-    waiting = _wakeups(thread) - waiting_from
+    waiting = wakeups(thread) - waiting_from
     assert exporter.names() == ["first"]
     wait_for(lambda: exporter.names() == ["first", "second"], what="the second span exported")
     processor.shutdown()

@@ -26,6 +26,7 @@ from pgdb import libpq_dsn
 from rows import count_rows
 from servers import wait_for
 from spans import chat_spans
+from wakeups import needs_proc, thread_named, wakeups
 
 
 class QuietSpool(Spool):
@@ -64,6 +65,22 @@ def test_the_replay_thread_delivers_on_its_own(tmp_path):
     wait_for(lambda: not _files(tmp_path), what="the replay")
     assert len(delivered) == 1
     spool.stop()
+
+
+@needs_proc
+def test_the_replay_thread_sleeps_when_there_is_nothing_to_replay(tmp_path):
+    delivered = []
+    spool = Spool(tmp_path, delivered.append, max_bytes=10**8, name="idle")
+    spool.put(_batch(1))
+    wait_for(lambda: delivered, what="the replay")
+    thread = thread_named("chatspan-idle-spool")
+    before = wakeups(thread)
+    time.sleep(1)  # the time being measured: nothing to do
+    idle = wakeups(thread) - before
+    spool.put(_batch(1))  # a new batch still wakes it at once
+    wait_for(lambda: len(delivered) == 2, timeout=5, what="the second replay")
+    spool.stop()
+    assert idle == 0
 
 
 def test_a_failing_destination_keeps_the_batch_and_is_retried(tmp_path, caplog):
@@ -137,6 +154,7 @@ sys.path.insert(0, {tests!r})
 from chatspan.exporters.spool import Spool
 from chatspan.records import SpanData
 from spans import chat_spans
+from wakeups import needs_proc, thread_named, wakeups
 def deliver(spans):
     print("replaying", flush=True)
     time.sleep(3600)  # holding the file's lock, until killed
