@@ -163,6 +163,20 @@ def stop(app: RunningApp, sig: int = signal.SIGTERM) -> None:
             app.process.wait()
 
 
+def worker_pids(master: int) -> list[int]:
+    """The processes whose parent is `master` (a gunicorn master's workers)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[1]) == master:
+                pids.append(int(entry))
+    return pids
+
+
 def wait_for(
     condition: Callable[[], object], timeout: float = 20, what: str = "condition"
 ) -> object:

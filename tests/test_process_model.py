@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from dify_client import ChatClient
@@ -24,7 +23,7 @@ from chatspan.store.engine import make_engine
 from chatspan.store.migrate import upgrade
 
 from rows import rows_where
-from servers import APP_KEY, clean_env, run_app, stop, wait_for
+from servers import APP_KEY, clean_env, run_app, stop, wait_for, worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -124,19 +123,6 @@ def _exercise(app, store: str) -> str:
     return user
 
 
-def _worker_pids(master: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if int(fields[1]) == master:
-                pids.append(int(entry))
-    return pids
-
-
 def _master_pid(app) -> int:
     """gunicorn under opentelemetry-instrument: the launcher execs into gunicorn."""
     return app.process.pid
@@ -149,17 +135,15 @@ def test_chats_and_errors_are_recorded_and_a_killed_worker_is_replaced(
     with run_app(server, tmp_path, _env(store, model)) as app:
         _exercise(app, store)
         master = _master_pid(app)
-        workers = wait_for(
-            lambda: len(pids := _worker_pids(master)) == 2 and pids, what="2 workers"
-        )
+        workers = wait_for(lambda: len(pids := worker_pids(master)) == 2 and pids, what="2 workers")
         for killed in workers:  # one at a time: then every worker is a replacement
             os.kill(killed, signal.SIGKILL)
             wait_for(
-                lambda gone=killed: len(pids := _worker_pids(master)) == 2 and gone not in pids,
+                lambda gone=killed: len(pids := worker_pids(master)) == 2 and gone not in pids,
                 timeout=30,
                 what="a replacement worker",
             )
-        assert not set(workers) & set(_worker_pids(master))
+        assert not set(workers) & set(worker_pids(master))
         user = f"after-kill-{uuid.uuid4().hex[:6]}"
         client = _client(app)
         for i in range(12):  # only replacement workers can answer these
