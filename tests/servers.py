@@ -44,6 +44,20 @@ COMMANDS = {
         "20",
         "chatspan.examples.dify_gevent:app",
     ],
+    # The same, with logging set up as Dify's api sets it up (tests/dify_logging_app.py,
+    # which needs the tests directory on PYTHONPATH).
+    "gunicorn-gevent-dify-logging": [
+        "gunicorn",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--worker-class",
+        "gevent",
+        "--workers",
+        "2",
+        "--graceful-timeout",
+        "20",
+        "dify_logging_app:app",
+    ],
     "gunicorn-sync": [
         "gunicorn",
         "--bind",
