@@ -177,6 +177,17 @@ def report(configs: dict[str, Configuration]) -> None:
     for key, config in configs.items():
         medians = " ".join(f"{m:.2f}" for m in config.block_medians_ms)
         print(f"({key}) block medians: {medians}")
+    for base in ("a", "b"):  # the noise: the same ratio, round by round
+        ratios = sorted(
+            c / other
+            for c, other in zip(
+                configs["c"].block_medians_ms, configs[base].block_medians_ms, strict=True
+            )
+        )
+        print(
+            f"(c)/({base}) block-median ratio by round: min {ratios[0]:.3f}  "
+            f"median {statistics.median(ratios):.3f}  max {ratios[-1]:.3f}"
+        )
     a, b, c = summary["a"], summary["b"], summary["c"]
     checks = [
         ("(c)/(a) median", c["median"] / a["median"], "x", 1.03),

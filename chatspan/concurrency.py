@@ -9,10 +9,12 @@ starts its own background work on real OS threads, sleeps with the real `time.sl
 there, and runs blocking database calls made from a greenlet in gevent's thread pool.
 Without gevent, these are the ordinary calls.
 
-Those threads are woken with a :class:`Wakeup`, made of a native lock: gevent's locks
-and events (what `threading` hands out after the patch) belong to the hub of the
-thread that first used them, and used from a thread without a hub they race with that
-hub's own notifications.
+Those threads wait on a :class:`Wakeup`, made of a native lock, never on gevent's
+locks or events (what `threading` hands out after the patch). Those belong to the hub
+of the thread that first used them; shared between a thread without a hub and that
+hub's greenlets, they lose wake-ups (gevent before 26.8 leaves a greenlet waiting for
+a lock such a thread released) and race with the hub's own notifications (gevent's
+"AssertionError: (None, <callback ...>)" from `_notify_links`).
 
 One more thing goes wrong only at exit: `opentelemetry-instrument` imports Flask before
 the app patches, so Flask's module-level log handler is finalized after gevent's

@@ -19,12 +19,10 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from chatspan.concurrency import Wakeup
 from chatspan.exporters import processor as processor_module
-from chatspan.exporters.processor import LateStartBatchSpanProcessor
+from chatspan.exporters.processor import THREAD_NAME, LateStartBatchSpanProcessor
 
 from servers import wait_for
 from wakeups import needs_proc, thread_named, wakeups
-
-THREAD_NAME = "chatspan-batch-span-processor"
 
 
 class RecordingExporter(SpanExporter):

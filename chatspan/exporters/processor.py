@@ -10,14 +10,14 @@ its thread on the first span it is given, so after the app's import and its patc
 on a real OS thread (chatspan.concurrency) even when `threading` is patched.
 
 The thread does not poll: it sleeps until a batch is full or the schedule delay of the
-oldest waiting span has passed, or until shutdown, on a :class:`~chatspan.concurrency.Wakeup`
-(a native lock: gevent's events cannot wake a thread that has no hub, and used from one
-they race with the hub's own notifications). A span wakes it only when it is the first
-to wait or fills a batch, so an idle worker's export thread never runs. `force_flush`
-exports in the caller's thread. No lock is taken on the app's path: the queue is a
-deque, whose appends and pops are atomic. After a fork, the child starts a thread of
-its own and drops the parent's queue (the parent exports it). If the thread ever dies,
-the next span starts another, and the death is logged.
+oldest waiting span has passed, or until shutdown, on a native
+:class:`~chatspan.concurrency.Wakeup` (never on gevent's locks or events, see there).
+A span wakes it only when it is the first to wait or fills a batch, so an idle
+worker's export thread never runs. `force_flush` exports in the caller's thread. No
+lock is taken on the app's path: the queue is a deque, whose appends and pops are
+atomic. After a fork, the child starts a thread of its own and drops the parent's
+queue (the parent exports it). If the thread ever dies, the next span starts another,
+and the death is logged.
 
 chatspan's launcher configuration uses it for every exporter.
 """
@@ -28,6 +28,7 @@ import logging
 import os
 import time
 from collections import deque
+from functools import partial
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.environment_variables import (
@@ -42,6 +43,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from chatspan.concurrency import Wakeup, start_thread
 
 _logger = logging.getLogger(__name__)
+THREAD_NAME = "chatspan-batch-span-processor"
 
 
 class LateStartBatchSpanProcessor(SpanProcessor):
@@ -115,14 +117,16 @@ class LateStartBatchSpanProcessor(SpanProcessor):
             # A forked child: the queue is the parent's, which exports it itself.
             self._queue.clear()
         self._thread_pid = os.getpid()
-        # Fresh signals for this thread: a forked child's copies may hold the parent's state.
-        self._wakeup, self._stopped = Wakeup(), Wakeup()
-        start_thread(self._run, "chatspan-batch-span-processor")
+        # Each thread has its own signals (a forked child's copies hold the parent's
+        # state); the processor's are the current thread's, and a thread whose signals
+        # are no longer current (two spans raced to start one) ends when woken.
+        previous, self._wakeup, self._stopped = self._wakeup, Wakeup(), Wakeup()
+        previous.set()
+        start_thread(partial(self._run, self._wakeup, self._stopped), THREAD_NAME)
 
-    def _run(self) -> None:
-        pid, wakeup, stopped = os.getpid(), self._wakeup, self._stopped
+    def _run(self, wakeup: Wakeup, stopped: Wakeup) -> None:
         try:
-            while not self._shutdown and self._thread_pid == pid:
+            while not self._shutdown and self._wakeup is wakeup:
                 wait_s = self._seconds_until_due()
                 if wait_s == 0:
                     self._export_batch()
@@ -131,7 +135,7 @@ class LateStartBatchSpanProcessor(SpanProcessor):
         except Exception:
             _logger.exception("chatspan: the span export thread failed; the next span restarts it")
         finally:
-            if self._thread_pid == pid:
+            if self._wakeup is wakeup:
                 self._thread_pid = None
             stopped.set()
 

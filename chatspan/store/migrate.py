@@ -4,10 +4,11 @@ chatspan keeps its own version table so it can share a database with an app that
 Alembic too (Dify does).
 
 Alembic is imported only to migrate. Checking that a database is up to date is one
-query of the version table against :data:`HEAD_REVISION`: loading Alembic's script
-directory costs about a second of CPU, which an exporter's first export would spend
-under the GIL of a process serving chats (a test keeps the constant equal to the
-scripts' head).
+query of the version table against :data:`HEAD_REVISION` (a test keeps the constant
+equal to the scripts' head): loading Alembic and its script directory for that cost
+every process's first export CPU under the GIL of a process serving chats (60 ms on
+the benchmark machine, about a second in one Dify deployment), and ran Alembic's
+imports and logging on the export thread.
 """
 
 from __future__ import annotations
