@@ -62,16 +62,17 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at; None when chatspan's tables were never created.
 
-    One query when the version table exists. A database that cannot be reached raises.
+    One query when the version table exists. A database that cannot be reached raises
+    (once: the connection is not tried again).
     """
-    try:
-        with engine.connect() as connection:
+    with engine.connect() as connection:
+        try:
             return connection.execute(_versions).scalar()
-    except exc.DBAPIError:
-        # No version table (a new database), or no database: only the first is an answer.
-        if inspect(engine).has_table(VERSION_TABLE):
-            raise
-        return None
+        except exc.DBAPIError:
+            connection.rollback()
+            if inspect(connection).has_table(VERSION_TABLE):
+                raise  # the table is there: the query failed for another reason
+            return None
 
 
 class SchemaGate:
