@@ -154,13 +154,15 @@ sys.path.insert(0, {tests!r})
 from chatspan.exporters.spool import Spool
 from chatspan.records import SpanData
 from spans import chat_spans
-from wakeups import needs_proc, thread_named, wakeups
+def say(word):  # one write per line: print's two writes interleave across threads
+    sys.stdout.write(word + "\\n")
+    sys.stdout.flush()
 def deliver(spans):
-    print("replaying", flush=True)
+    say("replaying")
     time.sleep(3600)  # holding the file's lock, until killed
 spool = Spool(__import__("pathlib").Path({directory!r}), deliver, max_bytes=10**9, name="test")
 spool.put([SpanData.from_sdk(s) for s in chat_spans(3)])
-print("spooled", flush=True)
+say("spooled")
 time.sleep(3600)
 """
 
