@@ -170,12 +170,14 @@ time.sleep(3600)
 def test_a_batch_survives_a_kill_9_and_is_replayed_by_the_next_process(tmp_path):
     script = CRASHING_WRITER.format(tests=str(Path(__file__).parent), directory=str(tmp_path))
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    # Its replay thread holds the file's lock once it says it is replaying.
-    said = {process.stdout.readline().strip(), process.stdout.readline().strip()}
-    assert said == {"spooled", "replaying"}
-    assert _replay_count(tmp_path) == 0, "a locked file must be left to its holder"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    try:
+        # Its replay thread holds the file's lock once it says it is replaying.
+        said = {process.stdout.readline().strip(), process.stdout.readline().strip()}
+        assert said == {"spooled", "replaying"}
+        assert _replay_count(tmp_path) == 0, "a locked file must be left to its holder"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)  # also when an assertion failed: no stray child
+        process.wait()
     assert len(_files(tmp_path)) == 1
     delivered = []
     Spool(tmp_path, delivered.append, max_bytes=10**9, name="test").replay_once()
