@@ -9,6 +9,13 @@ starts its own background work on real OS threads, sleeps with the real `time.sl
 there, and runs blocking database calls made from a greenlet in gevent's thread pool.
 Without gevent, these are the ordinary calls.
 
+Those threads wait on a :class:`Wakeup`, made of a native lock, never on gevent's
+locks or events (what `threading` hands out after the patch). Those belong to the hub
+of the thread that first used them; shared between a thread without a hub and that
+hub's greenlets, they lose wake-ups (gevent before 26.8 leaves a greenlet waiting for
+a lock such a thread released) and race with the hub's own notifications (gevent's
+"AssertionError: (None, <callback ...>)" from `_notify_links`).
+
 One more thing goes wrong only at exit: `opentelemetry-instrument` imports Flask before
 the app patches, so Flask's module-level log handler is finalized after gevent's
 thread module, and its clean-up takes logging's (patched) lock, which then needs a
@@ -18,7 +25,9 @@ gevent that is gone: "Exception ignored in _removeHandlerRef" in every worker's 
 
 from __future__ import annotations
 
+import _thread
 import atexit
+import contextlib
 import logging
 import sys
 import threading
@@ -55,6 +64,30 @@ def sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
+class Wakeup:
+    """A signal that a real OS thread waits on and any thread or greenlet gives.
+
+    A native lock used as a binary semaphore (held: not given), the same with or
+    without gevent: `set` never blocks nor switches greenlets, so the hub may call it
+    while serving a request; `wait` blocks only the thread that waits, with a timeout.
+    A signal given before the wait is not lost: the next wait returns at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = _native_lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # given already, not taken yet
+            self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the signal is given (True; it is taken) or `timeout` seconds pass."""
+        if timeout is None:
+            return self._lock.acquire()
+        return self._lock.acquire(timeout=min(max(timeout, 0.0), _thread.TIMEOUT_MAX))
+
+
 def run_blocking(function: Callable[..., Result], *args: Any) -> Result:
     """Call `function`, off the gevent hub's thread when called from one of its greenlets."""
     if gevent_patched() and _on_a_running_hub():
@@ -78,6 +111,14 @@ def _swap_logging_lock() -> None:
         from gevent import monkey  # noqa: PLC0415
 
         logging._lock = monkey.get_original("_thread", "RLock")()
+
+
+def _native_lock() -> _thread.LockType:
+    if gevent_patched():
+        from gevent import monkey  # noqa: PLC0415
+
+        return monkey.get_original("_thread", "allocate_lock")()
+    return _thread.allocate_lock()
 
 
 def _on_a_running_hub() -> bool:

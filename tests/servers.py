@@ -44,6 +44,20 @@ COMMANDS = {
         "20",
         "chatspan.examples.dify_gevent:app",
     ],
+    # The same, with logging set up as Dify's api sets it up (tests/dify_logging_app.py,
+    # which needs the tests directory on PYTHONPATH).
+    "gunicorn-gevent-dify-logging": [
+        "gunicorn",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--worker-class",
+        "gevent",
+        "--workers",
+        "2",
+        "--graceful-timeout",
+        "20",
+        "dify_logging_app:app",
+    ],
     "gunicorn-sync": [
         "gunicorn",
         "--bind",
@@ -161,6 +175,20 @@ def stop(app: RunningApp, sig: int = signal.SIGTERM) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(app.process.pid, signal.SIGKILL)
             app.process.wait()
+
+
+def worker_pids(master: int) -> list[int]:
+    """The processes whose parent is `master` (a gunicorn master's workers)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[1]) == master:
+                pids.append(int(entry))
+    return pids
 
 
 def wait_for(

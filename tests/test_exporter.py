@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import math
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -28,6 +32,7 @@ from chatspan.config import ConfigError, SpoolSettings, StoreSettings
 from chatspan.exporters.delivery import LazilyRead
 from chatspan.exporters.postgres import PostgresSpanExporter
 from chatspan.store.engine import make_engine, resolve_url
+from chatspan.store.migrate import HEAD_REVISION, current_revision
 
 from pgdb import libpq_dsn
 from rows import comparable_rows, count_rows, fetch_rows
@@ -468,12 +473,60 @@ def test_bad_settings_name_their_variable(monkeypatch, variable, value):
         PostgresSpanExporter()
 
 
-def test_exporter_creates_the_schema_on_first_export(tmp_path):
-    url = f"sqlite:///{tmp_path / 'fresh' / 'chatspan.db'}"
-    exporter = _exporter(url)
-    spans = chat_spans(1)
-    assert exporter.export(spans) is SpanExportResult.SUCCESS
-    assert count_rows(url, "dify_logs") == 1
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request, tmp_path) -> str:
+    """A database without chatspan's tables."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fresh' / 'chatspan.db'}"
+    return request.getfixturevalue("empty_postgres_database")
+
+
+# One export in a fresh interpreter: its stored rows, and whether Alembic was loaded.
+EXPORT_IN_A_FRESH_PROCESS = """
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from spans import chat_spans
+from chatspan.config import SpoolSettings, StoreSettings
+from chatspan.exporters.postgres import PostgresSpanExporter
+
+exporter = PostgresSpanExporter(
+    StoreSettings(database_url=sys.argv[1], export_timeout_s=10), SpoolSettings(enabled=False)
+)
+result = exporter.export(chat_spans(2))
+exporter.shutdown()
+alembic = sorted(name for name in sys.modules if name.split(".")[0] == "alembic")
+print(json.dumps({"result": result.name, "alembic_modules": alembic}))
+"""
+
+
+def _export_in_a_fresh_process(url: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", EXPORT_IN_A_FRESH_PROCESS, url, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_an_exporter_on_an_up_to_date_database_does_not_run_alembic(database_url):
+    """The first export checks the schema with one query; Alembic (a second of CPU under
+    the app's GIL) is not even imported."""
+    outcome = _export_in_a_fresh_process(database_url)
+    assert outcome == {"result": "SUCCESS", "alembic_modules": []}
+    assert count_rows(database_url, "dify_logs") == 2
+
+
+def test_an_exporter_on_an_empty_database_creates_the_tables(empty_database_url):
+    outcome = _export_in_a_fresh_process(empty_database_url)
+    assert outcome["result"] == "SUCCESS"
+    assert "alembic.command" in outcome["alembic_modules"]  # the control: it migrated
+    assert count_rows(empty_database_url, "dify_logs") == 2
+    engine = make_engine(empty_database_url, timeout_s=10)
+    assert current_revision(engine) == HEAD_REVISION
+    engine.dispose()
 
 
 def test_concurrent_exporters_do_not_collide(database_url):

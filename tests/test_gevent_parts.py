@@ -87,6 +87,13 @@ PATCHED_PROCESS = textwrap.dedent(
         result["thread_slept"] = True
 
     concurrency.start_thread(background, "test")
+    wakeup, woken = concurrency.Wakeup(), concurrency.Wakeup()
+
+    def waiter() -> None:
+        result["thread_woken"] = wakeup.wait(30)
+        woken.set()
+
+    concurrency.start_thread(waiter, "waiter")
     ticks = []
 
     def ticker() -> None:
@@ -96,6 +103,9 @@ PATCHED_PROCESS = textwrap.dedent(
 
     gevent.spawn(ticker)
     gevent.sleep(0.05)
+    result["ticks_while_a_thread_waits"] = len(ticks)
+    gevent.spawn(wakeup.set).join()  # a greenlet wakes the real thread
+    result["thread_woke_in_time"] = woken.wait(10)
     before = len(ticks)
     gevent.spawn(concurrency.run_blocking, real_sleep, 0.4).join()
     result["ticks_during_run_blocking"] = len(ticks) - before
@@ -120,5 +130,8 @@ def test_in_a_patched_process_background_work_runs_on_a_real_thread_and_blocking
     assert result["patched"] is True
     assert result["thread"] != result["main"]  # an OS thread, not a greenlet of the main one
     assert result["thread_slept"] is True
+    assert result["ticks_while_a_thread_waits"] >= 3  # its wait does not hold the hub
+    assert result["thread_woke_in_time"] is True
+    assert result["thread_woken"] is True
     assert result["ticks_during_run_blocking"] >= 10  # the hub kept serving
     assert result["ticks_during_a_bare_blocking_call"] <= 1  # the control: it does not

@@ -2,12 +2,14 @@
 worker thread that calls a model over HTTP) under opentelemetry-instrument with
 gunicorn's gevent and sync workers, two each; the FastAPI example with uvicorn workers.
 Chats and errors land as rows; the model call is in the chat's trace, below the chat
-span; SIGTERM flushes what is pending; a killed worker's replacement records too."""
+span; SIGTERM flushes what is pending; a killed worker's replacement records too; and
+workers left idle past a minute, then serving chats, log no traceback."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -24,7 +26,7 @@ from chatspan.store.engine import make_engine
 from chatspan.store.migrate import upgrade
 
 from rows import rows_where
-from servers import APP_KEY, clean_env, run_app, stop, wait_for
+from servers import APP_KEY, clean_env, run_app, stop, wait_for, worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -128,19 +130,6 @@ def _exercise(app, store: str) -> str:
     return user
 
 
-def _worker_pids(master: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if int(fields[1]) == master:
-                pids.append(int(entry))
-    return pids
-
-
 def _master_pid(app) -> int:
     """gunicorn under opentelemetry-instrument: the launcher execs into gunicorn."""
     return app.process.pid
@@ -153,17 +142,15 @@ def test_chats_and_errors_are_recorded_and_a_killed_worker_is_replaced(
     with run_app(server, tmp_path, _env(store, model)) as app:
         _exercise(app, store)
         master = _master_pid(app)
-        workers = wait_for(
-            lambda: len(pids := _worker_pids(master)) == 2 and pids, what="2 workers"
-        )
+        workers = wait_for(lambda: len(pids := worker_pids(master)) == 2 and pids, what="2 workers")
         for killed in workers:  # one at a time: then every worker is a replacement
             os.kill(killed, signal.SIGKILL)
             wait_for(
-                lambda gone=killed: len(pids := _worker_pids(master)) == 2 and gone not in pids,
+                lambda gone=killed: len(pids := worker_pids(master)) == 2 and gone not in pids,
                 timeout=30,
                 what="a replacement worker",
             )
-        assert not set(workers) & set(_worker_pids(master))
+        assert not set(workers) & set(worker_pids(master))
         user = f"after-kill-{uuid.uuid4().hex[:6]}"
         client = _client(app)
         for i in range(12):  # only replacement workers can answer these
@@ -228,6 +215,30 @@ def test_the_model_call_from_the_worker_thread_is_in_the_chats_trace(
         ancestors.append(parent)
         parent = by_id[parent].parent_span_id if parent in by_id else b""
     assert chat_span in ancestors, "the model call must be below the chat span"
+
+
+IDLE_S = 65  # the field saw gevent's AssertionError 20-50 s after boot, with no request
+
+
+def test_workers_idle_past_a_minute_then_serving_chats_log_no_traceback(
+    empty_postgres_database, model, tmp_path
+):
+    """Dify's shape with Dify's logging (INFO, a handler made after the patch), a new
+    database (the first export migrates it from the export thread), a minute with no
+    request, then chats on both workers."""
+    store = empty_postgres_database
+    env = _env(store, model, PYTHONPATH=str(Path(__file__).parent), OTEL_BSP_SCHEDULE_DELAY="5000")
+    with run_app("gunicorn-gevent-dify-logging", tmp_path, env) as app:
+        time.sleep(IDLE_S)  # the idle minute is what is tested: nothing to wait for
+        user = f"idle-{uuid.uuid4().hex[:6]}"
+        client = _client(app)
+        for i in range(16):
+            mode = "streaming" if i % 2 else "blocking"
+            assert client.create_chat_message({}, f"after the idle minute {i}", user, mode).content
+        assert len(_chats_of(store, user, 16)) == 16
+        log = app.log()
+    assert len(set(re.findall(r"Booting worker with pid: (\d+)", log))) == 2, log[-4000:]
+    assert "Traceback" not in log and "AssertionError" not in log, log[-4000:]
 
 
 def test_uvicorn_workers_record_chats(store, model, tmp_path):

@@ -17,12 +17,12 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from chatspan.concurrency import Wakeup
 from chatspan.exporters import processor as processor_module
-from chatspan.exporters.processor import LateStartBatchSpanProcessor
+from chatspan.exporters.processor import THREAD_NAME, LateStartBatchSpanProcessor
 
 from servers import wait_for
-
-THREAD_NAME = "chatspan-batch-span-processor"
+from wakeups import needs_proc, thread_named, wakeups
 
 
 class RecordingExporter(SpanExporter):
@@ -164,13 +164,13 @@ def test_an_exporter_that_raises_is_logged_and_later_spans_still_leave(caplog):
 def test_a_dead_export_thread_is_logged_and_the_next_span_starts_another(monkeypatch, caplog):
     exporter = RecordingExporter()
     processor = LateStartBatchSpanProcessor(exporter, schedule_delay_millis=600_000)
-    real_sleep = processor_module.sleep
 
-    def dying_sleep(seconds: float) -> None:
-        monkeypatch.setattr(processor_module, "sleep", real_sleep)
-        raise RuntimeError("the thread's own bug")
+    class DyingWakeup(Wakeup):
+        def wait(self, timeout: float | None = None) -> bool:
+            monkeypatch.setattr(processor_module, "Wakeup", Wakeup)  # the next thread lives
+            raise RuntimeError("the thread's own bug")
 
-    monkeypatch.setattr(processor_module, "sleep", dying_sleep)
+    monkeypatch.setattr(processor_module, "Wakeup", DyingWakeup)
     before = _processor_threads()
     with caplog.at_level(logging.ERROR, logger="chatspan"):
         processor.on_end(_span("one"))
@@ -180,6 +180,27 @@ def test_a_dead_export_thread_is_logged_and_the_next_span_starts_another(monkeyp
     assert _processor_threads() == before + 1
     processor.shutdown()
     assert exporter.names() == ["one", "two"]
+
+
+@needs_proc
+def test_the_export_thread_sleeps_while_idle_and_while_a_span_waits_out_the_delay():
+    exporter = RecordingExporter()
+    processor = LateStartBatchSpanProcessor(exporter, schedule_delay_millis=1500)
+    processor.on_end(_span("first"))
+    thread = thread_named(THREAD_NAME)
+    wait_for(lambda: exporter.names() == ["first"], what="the first span exported")
+    idle_from = wakeups(thread)
+    time.sleep(1)  # the time being measured: nothing to do
+    idle = wakeups(thread) - idle_from
+    waiting_from = wakeups(thread)
+    processor.on_end(_span("second"))  # leaves 1.5 s from now
+    time.sleep(1)
+    waiting = wakeups(thread) - waiting_from
+    assert exporter.names() == ["first"]
+    wait_for(lambda: exporter.names() == ["first", "second"], what="the second span exported")
+    processor.shutdown()
+    assert idle == 0
+    assert waiting <= 1  # woken by the span to start waiting out its delay; then asleep
 
 
 class FileExporter(SpanExporter):

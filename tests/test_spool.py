@@ -26,6 +26,7 @@ from pgdb import libpq_dsn
 from rows import count_rows
 from servers import wait_for
 from spans import chat_spans
+from wakeups import needs_proc, thread_named, wakeups
 
 
 class QuietSpool(Spool):
@@ -64,6 +65,22 @@ def test_the_replay_thread_delivers_on_its_own(tmp_path):
     wait_for(lambda: not _files(tmp_path), what="the replay")
     assert len(delivered) == 1
     spool.stop()
+
+
+@needs_proc
+def test_the_replay_thread_sleeps_when_there_is_nothing_to_replay(tmp_path):
+    delivered = []
+    spool = Spool(tmp_path, delivered.append, max_bytes=10**8, name="idle")
+    spool.put(_batch(1))
+    wait_for(lambda: delivered, what="the replay")
+    thread = thread_named("chatspan-idle-spool")
+    before = wakeups(thread)
+    time.sleep(1)  # the time being measured: nothing to do
+    idle = wakeups(thread) - before
+    spool.put(_batch(1))  # a new batch still wakes it at once
+    wait_for(lambda: len(delivered) == 2, timeout=5, what="the second replay")
+    spool.stop()
+    assert idle == 0
 
 
 def test_a_failing_destination_keeps_the_batch_and_is_retried(tmp_path, caplog):
@@ -137,12 +154,15 @@ sys.path.insert(0, {tests!r})
 from chatspan.exporters.spool import Spool
 from chatspan.records import SpanData
 from spans import chat_spans
+def say(word):  # one write per line: print's two writes interleave across threads
+    sys.stdout.write(word + "\\n")
+    sys.stdout.flush()
 def deliver(spans):
-    print("replaying", flush=True)
+    say("replaying")
     time.sleep(3600)  # holding the file's lock, until killed
 spool = Spool(__import__("pathlib").Path({directory!r}), deliver, max_bytes=10**9, name="test")
 spool.put([SpanData.from_sdk(s) for s in chat_spans(3)])
-print("spooled", flush=True)
+say("spooled")
 time.sleep(3600)
 """
 
@@ -150,12 +170,14 @@ time.sleep(3600)
 def test_a_batch_survives_a_kill_9_and_is_replayed_by_the_next_process(tmp_path):
     script = CRASHING_WRITER.format(tests=str(Path(__file__).parent), directory=str(tmp_path))
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    # Its replay thread holds the file's lock once it says it is replaying.
-    said = {process.stdout.readline().strip(), process.stdout.readline().strip()}
-    assert said == {"spooled", "replaying"}
-    assert _replay_count(tmp_path) == 0, "a locked file must be left to its holder"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    try:
+        # Its replay thread holds the file's lock once it says it is replaying.
+        said = {process.stdout.readline().strip(), process.stdout.readline().strip()}
+        assert said == {"spooled", "replaying"}
+        assert _replay_count(tmp_path) == 0, "a locked file must be left to its holder"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)  # also when an assertion failed: no stray child
+        process.wait()
     assert len(_files(tmp_path)) == 1
     delivered = []
     Spool(tmp_path, delivered.append, max_bytes=10**9, name="test").replay_once()

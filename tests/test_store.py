@@ -10,10 +10,11 @@ import sys
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from chatspan.store.engine import make_engine
-from chatspan.store.migrate import VERSION_TABLE, head_revision
+from chatspan.store.migrate import HEAD_REVISION, SCRIPTS, VERSION_TABLE, current_revision
 from chatspan.store.tables import metadata
 
 
@@ -38,7 +39,7 @@ def _db_upgrade(url: str) -> subprocess.CompletedProcess:
 def test_db_upgrade_on_an_empty_database_then_again(empty_database_url):
     first = _db_upgrade(empty_database_url)
     assert first.returncode == 0, first.stderr
-    assert f"schema revision {head_revision()}" in first.stdout
+    assert f"schema revision {HEAD_REVISION}" in first.stdout
     engine = make_engine(empty_database_url, timeout_s=10)
     tables = set(inspect(engine).get_table_names())
     assert {"dify_logs", "error", VERSION_TABLE} <= tables
@@ -46,8 +47,18 @@ def test_db_upgrade_on_an_empty_database_then_again(empty_database_url):
 
     second = _db_upgrade(empty_database_url)
     assert second.returncode == 0, second.stderr
-    assert f"schema revision {head_revision()}" in second.stdout
+    assert f"schema revision {HEAD_REVISION}" in second.stdout
     assert {i["name"] for i in inspect(engine).get_indexes("error")} == indexes_before
+    engine.dispose()
+
+
+def test_the_head_revision_chatspan_checks_against_is_the_scripts_head():
+    assert ScriptDirectory(str(SCRIPTS)).get_current_head() == HEAD_REVISION
+
+
+def test_the_revision_of_a_database_without_chatspans_tables_is_none(empty_database_url):
+    engine = make_engine(empty_database_url, timeout_s=10)
+    assert current_revision(engine) is None
     engine.dispose()
 
 

@@ -7,10 +7,17 @@ is already running when the patch comes, and gevent cannot make a process with a
 second thread safe to patch: the worker fails to boot. This processor keeps the same
 contract (`OTEL_BSP_*` settings, bounded queue, batches, flush on shutdown) but starts
 its thread on the first span it is given, so after the app's import and its patch, and
-on a real OS thread (chatspan.concurrency) even when `threading` is patched. It takes
-no lock: the queue is a deque, whose appends and pops are atomic. After a fork, the
-child starts a thread of its own and drops the parent's queue (the parent exports it).
-If the thread ever dies, the next span starts another, and the death is logged.
+on a real OS thread (chatspan.concurrency) even when `threading` is patched.
+
+The thread does not poll: it sleeps until a batch is full or the schedule delay of the
+oldest waiting span has passed, or until shutdown, on a native
+:class:`~chatspan.concurrency.Wakeup` (never on gevent's locks or events, see there).
+A span wakes it only when it is the first to wait or fills a batch, so an idle
+worker's export thread never runs. `force_flush` exports in the caller's thread. No
+lock is taken on the app's path: the queue is a deque, whose appends and pops are
+atomic. After a fork, the child starts a thread of its own and drops the parent's
+queue (the parent exports it). If the thread ever dies, the next span starts another,
+and the death is logged.
 
 chatspan's launcher configuration uses it for every exporter.
 """
@@ -21,6 +28,7 @@ import logging
 import os
 import time
 from collections import deque
+from functools import partial
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.environment_variables import (
@@ -32,10 +40,10 @@ from opentelemetry.sdk.environment_variables import (
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from chatspan.concurrency import sleep, start_thread
+from chatspan.concurrency import Wakeup, start_thread
 
 _logger = logging.getLogger(__name__)
-POLL_S = 0.05
+THREAD_NAME = "chatspan-batch-span-processor"
 
 
 class LateStartBatchSpanProcessor(SpanProcessor):
@@ -57,6 +65,8 @@ class LateStartBatchSpanProcessor(SpanProcessor):
         self._timeout_s = _env_int(OTEL_BSP_EXPORT_TIMEOUT, 30_000) / 1000
         self._queue: deque[ReadableSpan] = deque()
         self._thread_pid: int | None = None  # the process whose export thread runs
+        self._wakeup = Wakeup()  # a span to wait for, a full batch, or shutdown
+        self._stopped = Wakeup()  # the export thread has ended
         self._oldest_at = 0.0  # when the oldest waiting span arrived
         self._dropped = 0
         self._shutdown = False
@@ -78,9 +88,12 @@ class LateStartBatchSpanProcessor(SpanProcessor):
                     self._dropped,
                 )
             return
-        if not self._queue:
+        first = not self._queue
+        if first:
             self._oldest_at = time.monotonic()
         self._queue.append(span)
+        if first or len(self._queue) == self._batch:
+            self._wakeup.set()  # a delay to start waiting out, or a batch to send now
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         deadline = time.monotonic() + timeout_millis / 1000
@@ -93,8 +106,9 @@ class LateStartBatchSpanProcessor(SpanProcessor):
             return
         self._shutdown = True
         deadline = time.monotonic() + self._timeout_s
-        while self._thread_pid == os.getpid() and time.monotonic() < deadline:
-            sleep(POLL_S)  # let the thread finish the batch it may be exporting
+        if self._thread_pid == os.getpid():
+            self._wakeup.set()
+            self._stopped.wait(self._timeout_s)  # the batch it may be exporting
         self.force_flush(int(max(deadline - time.monotonic(), 0) * 1000))
         self._exporter.shutdown()
 
@@ -103,25 +117,35 @@ class LateStartBatchSpanProcessor(SpanProcessor):
             # A forked child: the queue is the parent's, which exports it itself.
             self._queue.clear()
         self._thread_pid = os.getpid()
-        start_thread(self._run, "chatspan-batch-span-processor")
+        # Each thread has its own signals (a forked child's copies hold the parent's
+        # state); the processor's are the current thread's, and a thread whose signals
+        # are no longer current (two spans raced to start one) ends when woken.
+        previous, self._wakeup, self._stopped = self._wakeup, Wakeup(), Wakeup()
+        previous.set()
+        start_thread(partial(self._run, self._wakeup, self._stopped), THREAD_NAME)
 
-    def _run(self) -> None:
-        pid = os.getpid()
+    def _run(self, wakeup: Wakeup, stopped: Wakeup) -> None:
         try:
-            while not self._shutdown and self._thread_pid == pid:
-                due = self._queue and (
-                    len(self._queue) >= self._batch
-                    or time.monotonic() - self._oldest_at >= self._delay_s
-                )
-                if due:
+            while not self._shutdown and self._wakeup is wakeup:
+                wait_s = self._seconds_until_due()
+                if wait_s == 0:
                     self._export_batch()
                 else:
-                    sleep(POLL_S)
+                    wakeup.wait(wait_s)
         except Exception:
             _logger.exception("chatspan: the span export thread failed; the next span restarts it")
         finally:
-            if self._thread_pid == pid:
+            if self._wakeup is wakeup:
                 self._thread_pid = None
+            stopped.set()
+
+    def _seconds_until_due(self) -> float | None:
+        """0 when a batch should leave now; None while no span waits."""
+        if not self._queue:
+            return None
+        if len(self._queue) >= self._batch:
+            return 0
+        return max(0.0, self._oldest_at + self._delay_s - time.monotonic())
 
     def _export_batch(self) -> None:
         batch = []

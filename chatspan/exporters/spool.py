@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatspan.concurrency import sleep, start_thread
+from chatspan.concurrency import Wakeup, start_thread
 from chatspan.config import SpoolSettings
 from chatspan.records import SpanData, SpanEvent
 
@@ -122,9 +122,10 @@ class Spool:
         self._max_bytes = max_bytes
         self._name = name
         self.counters = SpoolCounters()
-        # Plain flags, polled: the replay thread is a real OS thread even under gevent,
-        # where Events made after the patch could not wake it.
-        self._wake = False
+        # The replay thread is a real OS thread even under gevent: it sleeps on native
+        # signals (chatspan.concurrency.Wakeup), never on gevent's events.
+        self._wakeup = Wakeup()  # a new batch on disk, or stop
+        self._stopped = Wakeup()  # the replay thread has ended
         self._stopping = False
         self._running_pid: int | None = None  # the process whose replay thread runs
         self._thread_lock = threading.Lock()
@@ -168,7 +169,7 @@ class Spool:
             *self.counters.as_dict().values(),
         )
         self.start()
-        self._wake = True
+        self._wakeup.set()
         return True
 
     @property
@@ -192,14 +193,16 @@ class Spool:
                 return
             self._running_pid = os.getpid()
             self._stopping = False
+            # Fresh signals for this thread: a forked child's copies hold the parent's state.
+            self._wakeup, self._stopped = Wakeup(), Wakeup()
         start_thread(self._run, f"chatspan-{self._name}-spool")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the replay thread to end after the file it is on, and wait up to `timeout`."""
         self._stopping = True
-        deadline = time.monotonic() + timeout
-        while self._running_pid == os.getpid() and time.monotonic() < deadline:
-            sleep(0.05)
+        if self._running_pid == os.getpid():
+            self._wakeup.set()
+            self._stopped.wait(timeout)
 
     def replay_once(self) -> bool:
         """Deliver every file this process can lock; True when none failed."""
@@ -216,7 +219,7 @@ class Spool:
         return True
 
     def _run(self) -> None:
-        delay = RETRY_MIN_S
+        delay, stopped = RETRY_MIN_S, self._stopped
         try:
             while not self._stopping:
                 try:
@@ -233,13 +236,12 @@ class Spool:
         finally:
             if self._running_pid == os.getpid():
                 self._running_pid = None
+            stopped.set()
 
     def _pause(self, seconds: float) -> None:
         """Sleep up to `seconds`, ending early when a batch arrives or on stop."""
-        deadline = time.monotonic() + seconds
-        while not (self._wake or self._stopping) and time.monotonic() < deadline:
-            sleep(min(0.1, deadline - time.monotonic()))
-        self._wake = False
+        if not self._stopping:
+            self._wakeup.wait(seconds)
 
     def _replay(self, path: Path) -> bool | None:
         """True: delivered; False: the destination failed; None: someone else has it."""
