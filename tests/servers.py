@@ -100,12 +100,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# Kept from the test process's environment: the test's own spool directory, and which
+# distro and configurator the launcher loads when the run names them (an environment
+# with opentelemetry-distro installed beside chatspan, as Dify 1.x's is).
+_KEPT = ("CHATSPAN_SPOOL_DIR", "OTEL_PYTHON_DISTRO", "OTEL_PYTHON_CONFIGURATOR")
+
+
 def clean_env(**overrides: str) -> dict[str, str]:
     """The test process's environment without any chatspan or OpenTelemetry setting
-    (but the test's own spool directory)."""
+    (but those in _KEPT)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATSPAN_", "OTEL_"))}
-    if "CHATSPAN_SPOOL_DIR" in os.environ:
-        env["CHATSPAN_SPOOL_DIR"] = os.environ["CHATSPAN_SPOOL_DIR"]
+    env.update({k: os.environ[k] for k in _KEPT if k in os.environ})
     env.update(overrides)
     return env
 

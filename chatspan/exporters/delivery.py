@@ -67,6 +67,10 @@ class SpooledSpanExporter(SpanExporter):
         return SpanExportResult.SUCCESS if outcome is Outcome.STORED else SpanExportResult.FAILURE
 
     @property
+    def is_shut_down(self) -> bool:
+        return self._is_shutdown
+
+    @property
     def spool(self) -> Spool | None:
         return self._spool
 

@@ -8,6 +8,7 @@ call it makes is bounded by ``CHATSPAN_EXPORT_TIMEOUT_S``.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -20,6 +21,8 @@ from chatspan.records import SpanData
 from chatspan.store.engine import describe_error, make_engine, safe_url
 from chatspan.store.migrate import SchemaGate
 from chatspan.store.writer import RecordWriter
+
+_made: weakref.WeakSet[PostgresSpanExporter] = weakref.WeakSet()
 
 
 class PostgresSpanExporter(SpooledSpanExporter):
@@ -34,6 +37,7 @@ class PostgresSpanExporter(SpooledSpanExporter):
         self, settings: StoreSettings | None = None, spool: SpoolSettings | None = None
     ) -> None:
         self._settings = settings or StoreSettings.from_env()
+        _made.add(self)
         self._engine = make_engine(
             self._settings.database_url, timeout_s=self._settings.export_timeout_s
         )
@@ -43,6 +47,12 @@ class PostgresSpanExporter(SpooledSpanExporter):
         super().__init__(
             open_spool(spool or SpoolSettings.from_env(), "postgres", self.destination, self._store)
         )
+
+    @staticmethod
+    def made_in_this_process() -> bool:
+        """Whether a live exporter of this kind exists in this process (made by any
+        configurator, or by the app)."""
+        return any(not exporter.is_shut_down for exporter in _made)
 
     def _deliver(self, batch: Sequence[SpanData]) -> Outcome:
         # Under gevent, off the hub's thread: a hung database must not stop requests.

@@ -122,7 +122,12 @@ class LateStartBatchSpanProcessor(SpanProcessor):
         # are no longer current (two spans raced to start one) ends when woken.
         previous, self._wakeup, self._stopped = self._wakeup, Wakeup(), Wakeup()
         previous.set()
-        start_thread(partial(self._run, self._wakeup, self._stopped), THREAD_NAME)
+        try:
+            start_thread(partial(self._run, self._wakeup, self._stopped), THREAD_NAME)
+        except RuntimeError:
+            # The interpreter is exiting (Python 3.12 refuses new threads then): the span
+            # waits in the queue for the flush that shutdown() does in its own thread.
+            self._thread_pid = None
 
     def _run(self, wakeup: Wakeup, stopped: Wakeup) -> None:
         try:

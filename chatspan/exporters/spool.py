@@ -195,7 +195,12 @@ class Spool:
             self._stopping = False
             # Fresh signals for this thread: a forked child's copies hold the parent's state.
             self._wakeup, self._stopped = Wakeup(), Wakeup()
-        start_thread(self._run, f"chatspan-{self._name}-spool")
+        try:
+            start_thread(self._run, f"chatspan-{self._name}-spool")
+        except RuntimeError:
+            # The interpreter is exiting (a last flush at shutdown; Python 3.12 refuses new
+            # threads then): what waits is replayed by the next process.
+            self._running_pid = None
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the replay thread to end after the file it is on, and wait up to `timeout`."""

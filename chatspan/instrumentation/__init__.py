@@ -22,6 +22,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from chatspan.config import CaptureSettings, ConfigError
 from chatspan.instrumentation import (
     dify_identity,
+    distro,
     flask_hooks,
     greenlets,
     model_calls,
@@ -61,6 +62,8 @@ class ChatInstrumentor(BaseInstrumentor):
             return
         ACTIVATION.enable_everywhere(telemetry)
         _install_hooks(kwargs.get("tracer_provider"))
+        if kwargs.get("tracer_provider") is None:  # the process's provider, whoever set it
+            distro.join_provider(trace.get_tracer_provider())
 
     def _uninstrument(self, **kwargs: Any) -> None:
         ACTIVATION.disable_everywhere()

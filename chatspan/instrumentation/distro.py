@@ -7,15 +7,27 @@ OTLP over HTTP when the gRPC exporter is not installed. If configuring the SDK f
 the app still starts, and one log line says why. Spans are batched by
 :class:`~chatspan.exporters.processor.LateStartBatchSpanProcessor`, which works where
 Dify's api runs: gunicorn workers that gevent-patch the standard library at import.
+
+Another distro or configurator may win (Dify 1.x installs ``opentelemetry-distro``, and
+``opentelemetry-instrument`` loads whichever comes up first unless
+``OTEL_PYTHON_DISTRO`` / ``OTEL_PYTHON_CONFIGURATOR`` name one), or the app may set its
+own TracerProvider before chatspan's instrumentation starts: chatspan then adds its
+exporter to that provider (:func:`join_provider`) rather than replace it, so chats are
+recorded whoever configured the SDK.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import inspect
 import logging
 import os
+from collections.abc import Iterator
+from typing import Any
 
 from opentelemetry.instrumentation.distro import BaseDistro
+from opentelemetry.sdk import _configuration as sdk_configuration
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 
 from chatspan.concurrency import use_native_logging_lock_at_exit
@@ -28,6 +40,8 @@ class ChatspanDistro(BaseDistro):
     """Sets chatspan's defaults before the SDK reads the environment."""
 
     def _configure(self, **kwargs: object) -> None:
+        global _defaults_set  # noqa: PLW0603  (once per process, before any configurator)
+        _defaults_set = True
         os.environ.setdefault("OTEL_TRACES_EXPORTER", "chatspan_postgres")
         os.environ.setdefault("OTEL_METRICS_EXPORTER", "none")
         os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
@@ -39,10 +53,10 @@ class ChatspanConfigurator(_OTelSDKConfigurator):
     """The SDK's own configurator, made unable to stop the app from starting, and with
     a batch processor whose thread starts late enough for gevent and prefork servers."""
 
-    def _configure(self, **kwargs: object) -> None:
-        kwargs.setdefault("export_span_processor", LateStartBatchSpanProcessor)
+    def _configure(self, **kwargs: Any) -> None:
         try:
-            super()._configure(**kwargs)
+            with _late_start_batching(kwargs):
+                super()._configure(**kwargs)
         except Exception as error:
             _logger.error(
                 "chatspan: OpenTelemetry tracing is off for this process: %s: %s "
@@ -50,6 +64,62 @@ class ChatspanConfigurator(_OTelSDKConfigurator):
                 type(error).__name__,
                 error,
             )
+
+
+# Whether chatspan's distro set this process's launcher defaults: OTEL_TRACES_EXPORTER is
+# then either the operator's choice or chatspan's default, and is followed as it is.
+_defaults_set = False
+
+
+@contextlib.contextmanager
+def _late_start_batching(kwargs: dict[str, Any]) -> Iterator[None]:
+    """Batch every exporter with LateStartBatchSpanProcessor while the SDK configures.
+
+    SDKs from 1.40 take the processor class as an argument; older ones (Dify 0.15.3
+    pins 1.29) build ``BatchSpanProcessor`` by name in their configuration module, which
+    is swapped for chatspan's for the duration of the configuration only.
+    """
+    takes_it = (
+        "export_span_processor"
+        in inspect.signature(sdk_configuration._initialize_components).parameters
+    )
+    if takes_it:
+        kwargs.setdefault("export_span_processor", LateStartBatchSpanProcessor)
+        yield
+        return
+    sdk_batch = sdk_configuration.BatchSpanProcessor  # type: ignore[attr-defined]
+    sdk_configuration.BatchSpanProcessor = LateStartBatchSpanProcessor  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        sdk_configuration.BatchSpanProcessor = sdk_batch  # type: ignore[attr-defined]
+
+
+def join_provider(provider: Any) -> None:
+    """Record chats through a TracerProvider that chatspan's launcher defaults did not
+    shape: another distro won (its OTEL_TRACES_EXPORTER default is ``otlp``), or the
+    app set its own provider. chatspan adds its exporter there (batched by
+    LateStartBatchSpanProcessor) instead of replacing the provider, unless the process
+    already has a chatspan exporter (made by a configurator told
+    ``OTEL_TRACES_EXPORTER=chatspan_postgres``, or by the app).
+    """
+    from chatspan.exporters.postgres import PostgresSpanExporter  # noqa: PLC0415
+
+    if _defaults_set or not hasattr(provider, "add_span_processor"):
+        return
+    if PostgresSpanExporter.made_in_this_process():
+        return
+    try:
+        exporter = PostgresSpanExporter()
+    except Exception as error:  # a bad setting: one line, the app runs
+        _logger.error("chatspan: chats are not recorded: %s: %s", type(error).__name__, error)
+        return
+    provider.add_span_processor(LateStartBatchSpanProcessor(exporter))
+    _logger.info(
+        "chatspan: chatspan's launcher defaults did not run (another distro, or the app's "
+        "own TracerProvider); its exporter was added to the TracerProvider in place "
+        "(OTEL_PYTHON_DISTRO=chatspan OTEL_PYTHON_CONFIGURATOR=chatspan choose chatspan's)"
+    )
 
 
 def _prefer_available_otlp() -> None:
