@@ -213,6 +213,25 @@ def test_a_bad_setting_leaves_the_app_running_with_one_clear_line(tmp_path):
     assert "Traceback" not in log
 
 
+def test_an_exporter_that_is_not_installed_leaves_the_others_exporting(sqlite_url, tmp_path):
+    env = clean_env(
+        CHATSPAN_DATABASE_URL=sqlite_url,
+        OTEL_TRACES_EXPORTER="chatspan_postgres,otlp_misspelt",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+    with run_app("flask", tmp_path, env) as app:
+        httpx.post(
+            app.base_url + "/v1/chat-messages",
+            headers=HEADERS,
+            json={"query": "recorded?", "user": "u7", "response_mode": "blocking", "inputs": {}},
+        )
+        wait_for(lambda: rows_where(sqlite_url, "dify_logs", user_id="u7"), what="the chat")
+        log = app.log()
+    (line,) = [line for line in log.splitlines() if "otlp_misspelt" in line]
+    assert "OTEL_TRACES_EXPORTER" in line and "chatspan_postgres only" in line
+    assert "Traceback" not in log
+
+
 def test_bad_custom_routes_name_the_variable_and_the_app_runs(tmp_path, sqlite_url):
     env = clean_env(CHATSPAN_DATABASE_URL=sqlite_url, CHATSPAN_CHAT_ROUTES='[{"pth": "/x"}]')
     with run_app("flask", tmp_path, env) as app:

@@ -7,6 +7,7 @@ workers left idle past a minute, then serving chats, log no traceback."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -186,6 +187,10 @@ def test_sigterm_flushes_what_is_pending(server, store, model, tmp_path):
 def test_the_model_call_from_the_worker_thread_is_in_the_chats_trace(
     store, model, otlp_receiver, tmp_path
 ):
+    needed = ("opentelemetry.exporter.otlp.proto.http", "opentelemetry.instrumentation.httpx")
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:  # Dify 0.15.3's pins: opentelemetry-proto 1.15.0, no httpx instrumentation
+        pytest.skip(f"this environment has no {' and no '.join(missing)} to see the model call")
     receiver, spans = otlp_receiver
     env = _env(
         store,

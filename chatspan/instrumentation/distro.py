@@ -24,6 +24,7 @@ import inspect
 import logging
 import os
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from typing import Any
 
 from opentelemetry.instrumentation.distro import BaseDistro
@@ -46,6 +47,7 @@ class ChatspanDistro(BaseDistro):
         os.environ.setdefault("OTEL_METRICS_EXPORTER", "none")
         os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")
         _prefer_available_otlp()
+        _drop_missing_exporters()
         use_native_logging_lock_at_exit()
 
 
@@ -131,3 +133,37 @@ def _prefer_available_otlp() -> None:
         names = ["otlp_proto_http" if n == "otlp" else n for n in names]
         os.environ["OTEL_TRACES_EXPORTER"] = ",".join(names)
         _logger.info("chatspan: the OTLP gRPC exporter is not installed; exporting OTLP over HTTP")
+
+
+def _drop_missing_exporters() -> None:
+    """An exporter named in OTEL_TRACES_EXPORTER that is not installed is left out, with
+    one log line, rather than turn every exporter off (the SDK's configurator refuses
+    the whole list): chats are still recorded when ``otlp`` is named but missing."""
+    variable = "OTEL_TRACES_EXPORTER"
+    installed = {entry.name for entry in entry_points(group="opentelemetry_traces_exporter")}
+    names = [n.strip() for n in os.environ[variable].split(",") if n.strip()]
+    kept, missing = [], []
+    for name in names:
+        (kept if name == "none" or _exporter_entry(name) in installed else missing).append(name)
+    if not missing:
+        return
+    os.environ[variable] = ",".join(kept) or "none"
+    _logger.error(
+        "chatspan: %s names %s, which %s not installed; exporting to %s only "
+        "(OTLP: pip install opentelemetry-exporter-otlp-proto-http or -grpc)",
+        variable,
+        ", ".join(missing),
+        "is" if len(missing) == 1 else "are",
+        ", ".join(kept) or "nothing",
+    )
+
+
+def _exporter_entry(name: str) -> str:
+    """The entry point the SDK loads for an OTEL_TRACES_EXPORTER name (``otlp`` follows
+    the OTLP protocol setting, as in the SDK)."""
+    if name != "otlp":
+        return name
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
+    )
+    return "otlp_proto_http" if protocol.strip() == "http/protobuf" else "otlp_proto_grpc"
