@@ -227,6 +227,8 @@ def log_stats(
         start = window.since or end - timedelta(days=30)
     except OverflowError:
         raise _unprocessable("since / until are out of range", "since") from None
+    if start >= end:  # a `since` still to come, with `until` left at now
+        raise _unprocessable("since must be earlier than until (default: now)", "since")
     if end - start > timedelta(days=MAX_STATS_DAYS):
         raise _unprocessable(
             f"log-stats covers at most {MAX_STATS_DAYS} days; narrow since / until"
