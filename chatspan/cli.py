@@ -83,7 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--insecure",
         action="store_true",
-        help="no authentication at all, for local development only (loopback hosts only)",
+        help="no authentication at all, for local development only: binds to loopback "
+        "and answers only requests addressed to localhost, 127.0.0.1 or [::1]",
+    )
+    serve.add_argument(
+        "--docs",
+        action="store_true",
+        help="serve the API docs (Swagger UI) at /docs; their script comes from a CDN",
     )
     serve.set_defaults(run=_serve)
 
@@ -270,7 +276,7 @@ def _serve(args: argparse.Namespace) -> int:
             "set CHATSPAN_ADMIN_API_KEYS (comma-separated admin keys) before serving, "
             "or pass --insecure for local development"
         )
-    _run_api(settings, args.host, args.port, insecure=args.insecure)
+    _run_api(settings, args.host, args.port, insecure=args.insecure, docs=args.docs)
     return 0
 
 
@@ -304,12 +310,15 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_api(settings: ApiSettings, host: str, port: int, *, insecure: bool) -> None:
+def _run_api(
+    settings: ApiSettings, host: str, port: int, *, insecure: bool, docs: bool = False
+) -> None:
     import uvicorn  # noqa: PLC0415
 
     from chatspan.query_api import create_app  # noqa: PLC0415
 
-    uvicorn.run(create_app(settings, insecure=insecure), host=host, port=port, log_level="info")
+    app = create_app(settings, insecure=insecure, docs=docs)
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 def _is_loopback(host: str) -> bool:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import io
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -229,6 +231,79 @@ def test_log_stats_since_a_moment_still_to_come_is_422_with_a_reason(api):
     assert len(last_day.json()["series"]) == 24
 
 
+# -- 9. browser security headers and the API docs ---------------------------------------
+
+
+def _assert_browser_headers(response: httpx.Response) -> None:
+    policy = response.headers.get("content-security-policy", "")
+    assert "default-src 'none'" in policy, (response.url, policy)
+    assert "frame-ancestors 'none'" in policy
+    assert response.headers.get("x-frame-options") == "DENY"
+    assert response.headers.get("x-content-type-options") == "nosniff"
+    assert response.headers.get("referrer-policy") == "no-referrer"
+
+
+def test_every_response_carries_the_browser_security_headers(api):
+    responses = [
+        api.get("/console/admin/"),
+        api.get("/console/admin/admin.js"),
+        api.get("/healthz"),
+        api.get("/openapi.json"),
+        api.get(f"{ADMIN}/chat-logs"),
+        api.get(f"{ADMIN}/chat-logs", headers={"Authorization": ""}),  # 401
+        api.get(f"{ADMIN}/chat-logs", params={"per_page": 0}),  # 422
+        api.get(f"{ADMIN}/chat-logs/export"),
+        api.get("/no-such-page"),  # 404
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 200, 200, 200, 401, 422, 200, 404]
+    for response in responses:
+        _assert_browser_headers(response)
+    page_policy = responses[0].headers["content-security-policy"]
+    for directive in ("script-src 'self'", "style-src 'self'", "connect-src 'self'"):
+        assert directive in page_policy
+    assert "unsafe-inline" not in page_policy and "unsafe-eval" not in page_policy
+
+
+def test_the_api_docs_are_served_only_when_asked_for(database_url):
+    settings = ApiSettings(database_url=database_url, admin_api_keys=(ADMIN_KEY,))
+    default = create_app(settings)
+    with TestClient(default) as client:
+        assert client.get("/docs").status_code == 404
+        assert client.get("/redoc").status_code == 404
+        assert client.get("/openapi.json").status_code == 200  # the schema stays
+    default.state.engine.dispose()
+
+
+def test_the_api_docs_page_pins_its_cdn_scripts_by_hash(database_url):
+    app = create_app(ApiSettings(database_url=database_url, admin_api_keys=(ADMIN_KEY,)), docs=True)
+    with TestClient(app) as client:
+        page = client.get("/docs")
+    app.state.engine.dispose()
+    assert page.status_code == 200
+    _assert_browser_headers(page)
+    policy = page.headers["content-security-policy"]
+    external = re.findall(r'<(?:script|link)[^>]*(?:src|href)="(https://[^"]+)"[^>]*>', page.text)
+    assert len(external) == 2  # the bundle and its stylesheet
+    for tag in re.findall(r"<(?:script|link)[^>]*https://[^>]*>", page.text):
+        assert re.search(r'integrity="sha384-[A-Za-z0-9+/=]{64}"', tag), tag
+        assert 'crossorigin="anonymous"' in tag
+    for url in external:
+        assert "@5." in url  # an exact version: its hash cannot change under it
+        assert url in policy  # and no other file from the CDN is allowed
+    (inline,) = re.findall(r"<script>(.*?)</script>", page.text, re.S)
+    digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in policy
+    assert "unsafe-inline" not in policy
+
+
+def test_serve_with_docs_serves_the_docs_page(database_url, tmp_path):
+    env = clean_env(CHATSPAN_DATABASE_URL=database_url, CHATSPAN_ADMIN_API_KEYS=ADMIN_KEY)
+    with run_chatspan_serve(tmp_path, env, args=["--docs"]) as server:
+        assert httpx.get(f"{server.base_url}/docs").status_code == 200
+    with run_chatspan_serve(tmp_path, env) as server:
+        assert httpx.get(f"{server.base_url}/docs").status_code == 404
+
+
 # -- 10. exports that fail -------------------------------------------------------------------
 
 
@@ -353,6 +428,100 @@ def test_the_export_command_cut_mid_stream_exits_non_zero_and_says_so(postgres_d
     assert process.returncode == 1
     assert "export incomplete" in errors
     assert "Traceback" not in errors
+
+
+# -- 11. what /healthz tells, and Host headers ----------------------------------------------
+
+
+def test_healthz_tells_a_stranger_only_whether_it_is_ok(api, spool_directory):
+    anonymous = api.get("/healthz", headers={"Authorization": ""})
+    assert anonymous.status_code == 200
+    assert anonymous.json() == {"status": "ok"}
+    user = api.get("/healthz", headers={"Authorization": f"Bearer {_user_token('user-1')}"})
+    assert user.json() == {"status": "ok"}
+    wrong = api.get("/healthz", headers={"Authorization": "Bearer wrong-key-0123456789abc"})
+    assert wrong.json() == {"status": "ok"}
+    admin = api.get("/healthz").json()  # the fixture's client sends the admin key
+    assert admin["database"] == "reachable"
+    assert admin["spool"]["directory"] == spool_directory
+
+
+def test_healthz_with_the_database_down_tells_a_stranger_only_that(spool_directory):
+    app = create_app(
+        ApiSettings(database_url=UNREACHABLE, admin_api_keys=(ADMIN_KEY,), query_timeout_s=2)
+    )
+    with TestClient(app) as client:
+        anonymous = client.get("/healthz")
+        admin = client.get("/healthz", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    app.state.engine.dispose()
+    assert anonymous.status_code == 503
+    assert anonymous.json() == {"status": "unavailable"}
+    assert spool_directory not in anonymous.text
+    assert admin.status_code == 503
+    assert admin.json()["database"] == "unreachable"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/console/admin", "/console/admin/"),
+        ("/console/api/admin/chat-logs/?per_page=5", "/console/api/admin/chat-logs?per_page=5"),
+    ],
+)
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "[::1]:8000"])
+def test_redirects_never_name_the_host_a_request_claimed(api, path, expected, host):
+    response = api.get(path, headers={"Host": host}, follow_redirects=False)
+    assert response.status_code == 307
+    assert response.headers["location"] == expected
+
+
+@pytest.mark.parametrize("host", ["evil.example/x", "evil.example@x", "a b", "x:y:z", "[zz]"])
+def test_a_host_header_that_is_no_host_name_is_400(api, host):
+    response = api.get("/console/admin", headers={"Host": host}, follow_redirects=False)
+    assert response.status_code == 400
+    assert "Host" in response.json()["detail"]
+
+
+def _insecure_client(database_url: str, host: str) -> TestClient:
+    app = create_app(ApiSettings(database_url=database_url), insecure=True)
+    return TestClient(app, base_url=f"http://{host}")
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:8000", "127.0.0.1:8000", "[::1]:8000"])
+def test_an_insecure_server_answers_loopback_host_names(database_url, host):
+    seed(database_url)
+    with _insecure_client(database_url, host) as client:
+        response = client.get(f"{ADMIN}/chat-logs")
+        assert response.status_code == 200, response.text
+        assert response.json()["total"] == 60
+    client.app.state.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.example", "evil.example:8000", "localhost.evil.example", "127.0.0.1.nip.io"]
+)
+def test_an_insecure_server_refuses_other_host_names(database_url, host):
+    seed(database_url)
+    with _insecure_client(database_url, host) as client:
+        for path in (f"{ADMIN}/chat-logs", "/console/admin/", "/healthz", "/openapi.json"):
+            response = client.get(path)
+            assert response.status_code == 400, (path, response.text)
+            assert "loopback" in response.json()["detail"]
+            assert "user-1" not in response.text
+    client.app.state.engine.dispose()
+
+
+def test_serve_insecure_refuses_a_rebound_host_name(database_url, tmp_path):
+    # DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1.
+    seed(database_url)
+    env = clean_env(CHATSPAN_DATABASE_URL=database_url)
+    with run_chatspan_serve(tmp_path, env, args=["--insecure"]) as server:
+        chats = f"{server.base_url}{ADMIN}/chat-logs"
+        port = server.base_url.rsplit(":", 1)[1]
+        rebound = httpx.get(chats, headers={"Host": f"evil.example:{port}"})
+        assert rebound.status_code == 400
+        assert "user-" not in rebound.text
+        assert httpx.get(chats).json()["total"] == 60  # as 127.0.0.1 it answers
 
 
 # -- 14. the exported file -------------------------------------------------------------------
