@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import ipaddress
 import logging
+import os
 import secrets
+import stat
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
+from typing import TextIO
 
 from chatspan.config import ApiSettings, ConfigError, StoreSettings
-from chatspan.store.engine import make_engine, safe_url
+from chatspan.store.engine import describe_error, make_engine, safe_url
 from chatspan.store.migrate import current_revision, upgrade
 
 
@@ -65,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write rows as CSV or JSON lines")
     export.add_argument("--table", choices=["dify_logs", "error"], default="dify_logs")
     export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
-    export.add_argument("--output", "-o", help="a file (default: standard output)")
+    export.add_argument(
+        "--output", "-o", help="a file, readable by its owner only (default: standard output)"
+    )
     export.add_argument("--since", type=_moment)
     export.add_argument("--until", type=_moment)
     for name in ("user-id", "app-id", "conversation-id", "status", "type-error", "node"):
@@ -77,7 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--insecure",
         action="store_true",
-        help="no authentication at all, for local development only (loopback hosts only)",
+        help="no authentication at all, for local development only: binds to loopback "
+        "and answers only requests addressed to localhost, 127.0.0.1 or [::1]",
+    )
+    serve.add_argument(
+        "--docs",
+        action="store_true",
+        help="serve the API docs (Swagger UI) at /docs; their script comes from a CDN",
     )
     serve.set_defaults(run=_serve)
 
@@ -159,7 +171,9 @@ def _retention(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from chatspan.export import export_lines  # noqa: PLC0415
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    from chatspan.export import ExportLines  # noqa: PLC0415
     from chatspan.store.queries import ChatFilters, ErrorFilters, Window  # noqa: PLC0415
 
     settings = StoreSettings.from_env()
@@ -169,13 +183,20 @@ def _export(args: argparse.Namespace) -> int:
         filters = ChatFilters(window, args.user_id, args.app_id, args.conversation_id, args.status)
     else:
         filters = ErrorFilters(window, args.user_id, args.app_id, args.type_error, args.node)
-    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout  # noqa: SIM115
+    export = ExportLines(engine, filters, args.format)
+    lines = iter(export)
     try:
-        for chunk in export_lines(engine, filters, args.format):
+        first = next(lines, "")  # the query runs before the output is created
+    except SQLAlchemyError as error:
+        print(f"chatspan: export failed: {describe_error(error)}", file=sys.stderr)
+        return 1
+    with _private_file(args.output) if args.output else contextlib.nullcontext(sys.stdout) as out:
+        out.write(first)
+        for chunk in lines:
             out.write(chunk)
-    finally:
-        if args.output:
-            out.close()
+    if export.incomplete:
+        print(f"chatspan: {export.incomplete}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -190,9 +211,23 @@ def _age(value: str) -> timedelta:
 def _moment(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value)
+        return (
+            moment.astimezone(timezone.utc)
+            if moment.tzinfo
+            else moment.replace(tzinfo=timezone.utc)
+        )
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 date or time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{value!r} has no UTC equivalent") from None
+
+
+def _private_file(path: str) -> TextIO:
+    """`path` for writing, readable by its owner only (0600): exports hold chat text."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if stat.S_ISREG(os.fstat(descriptor).st_mode):  # an existing file too, not a pipe
+        os.fchmod(descriptor, 0o600)
+    return os.fdopen(descriptor, "w", encoding="utf-8", newline="")
 
 
 def _progress_bar(label: str, width: int = 30):
@@ -241,7 +276,7 @@ def _serve(args: argparse.Namespace) -> int:
             "set CHATSPAN_ADMIN_API_KEYS (comma-separated admin keys) before serving, "
             "or pass --insecure for local development"
         )
-    _run_api(settings, args.host, args.port, insecure=args.insecure)
+    _run_api(settings, args.host, args.port, insecure=args.insecure, docs=args.docs)
     return 0
 
 
@@ -275,12 +310,15 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_api(settings: ApiSettings, host: str, port: int, *, insecure: bool) -> None:
+def _run_api(
+    settings: ApiSettings, host: str, port: int, *, insecure: bool, docs: bool = False
+) -> None:
     import uvicorn  # noqa: PLC0415
 
     from chatspan.query_api import create_app  # noqa: PLC0415
 
-    uvicorn.run(create_app(settings, insecure=insecure), host=host, port=port, log_level="info")
+    app = create_app(settings, insecure=insecure, docs=docs)
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 def _is_loopback(host: str) -> bool:

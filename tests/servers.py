@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,12 +212,12 @@ def wait_for(
 
 @contextlib.contextmanager
 def run_chatspan_serve(
-    log_dir: Path, env: dict[str, str], port: int | None = None
+    log_dir: Path, env: dict[str, str], port: int | None = None, args: Sequence[str] = ()
 ) -> Iterator[RunningApp]:
-    """`chatspan serve` in a subprocess, on `port` (or a free one)."""
+    """`chatspan serve [args]` in a subprocess, on `port` (or a free one)."""
     port = port or free_port()
     log_path = log_dir / f"serve-{port}-{time.monotonic_ns()}.log"
-    command = [str(BIN / "chatspan"), "serve", "--port", str(port)]
+    command = [str(BIN / "chatspan"), "serve", "--port", str(port), *args]
     with run_process(
         command, env, log_path, port, answers("/healthz"), what="chatspan serve"
     ) as app:

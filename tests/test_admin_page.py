@@ -1,5 +1,7 @@
 """The admin page in a real headless Chromium (Debian's chromium, driven by Playwright):
-sign in, filter by user, open a conversation, open an error group, take a screenshot."""
+sign in, filter by user, open a conversation, open an error group, take a screenshot,
+all under the service's Content-Security-Policy; and the API docs page's CDN script
+runs only when it is the file its hash names."""
 
 from __future__ import annotations
 
@@ -16,6 +18,21 @@ pytestmark = pytest.mark.slow
 ADMIN_KEY = "admin-page-key-0123456789abcdef"
 CHROMIUM = os.environ.get("CHATSPAN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
+# Records what the page's Content-Security-Policy blocked (Playwright's init scripts are
+# not subject to it).
+RECORD_CSP_VIOLATIONS = """
+window.__violations = [];
+document.addEventListener("securitypolicyviolation",
+  (e) => window.__violations.push(`${e.effectiveDirective} ${e.blockedURI}`));
+"""
+INJECT_AN_INLINE_SCRIPT = """() => new Promise((resolve) => {
+  document.addEventListener("securitypolicyviolation",
+    (e) => resolve(e.effectiveDirective), {once: true});
+  const script = document.createElement("script");
+  script.textContent = "window.__inline = true";
+  document.body.append(script);  // an inline script that may run, runs now
+  if (window.__inline) resolve("not blocked");
+})"""
 
 
 @pytest.fixture
@@ -52,6 +69,7 @@ def test_sign_in_filter_open_a_conversation_and_an_error_group(browser, database
     )
     with run_chatspan_serve(tmp_path, env) as server:
         page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.add_init_script(RECORD_CSP_VIOLATIONS)
         page.goto(f"{server.base_url}/console/admin/")
 
         page.fill("#key", "not-the-key-0123456789")
@@ -66,7 +84,10 @@ def test_sign_in_filter_open_a_conversation_and_an_error_group(browser, database
 
         page.fill("#chat-filters input[name=user_id]", "user-3")
         page.click("#chat-filters button")
-        page.wait_for_function("document.querySelectorAll('#chat-rows tr').length === 12")
+        # (a locator, not wait_for_function: the page's policy forbids the eval it polls with)
+        from playwright.sync_api import expect
+
+        expect(page.locator("#chat-rows tr")).to_have_count(12)
         users = page.locator("#chat-rows td:nth-child(2)").all_inner_texts()
         assert set(users) == {"user-3"}
         assert page.locator("#chat-rows a[href^='http://jaeger.local/trace/']").count() == 12
@@ -96,6 +117,13 @@ def test_sign_in_filter_open_a_conversation_and_an_error_group(browser, database
         shot = ARTIFACTS / f"admin-page-{database_url.split(':')[0]}.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
+
+        # Everything above ran under the policy, which blocked nothing of the page's own;
+        # an inline script (what an injected one would be) it does block.
+        assert page.evaluate("window.__violations") == []
+        blocked = page.evaluate(INJECT_AN_INLINE_SCRIPT)
+        assert blocked.startswith("script-src")
+        assert page.evaluate("window.__inline === undefined")
 
 
 def test_chat_text_is_shown_as_text_never_run_as_html(browser, database_url, tmp_path):
@@ -138,3 +166,34 @@ def test_chat_text_is_shown_as_text_never_run_as_html(browser, database_url, tmp
         assert page.locator("main img, main script").count() == 0
         assert page.evaluate("window.__owned === undefined")
         assert hostile in page.inner_text("#conversation-turns .question")
+
+
+def test_the_docs_page_runs_no_cdn_script_but_the_one_its_hash_names(
+    browser, database_url, tmp_path
+):
+    from chatspan.query_api.browser import SWAGGER_UI
+
+    env = clean_env(CHATSPAN_DATABASE_URL=database_url, CHATSPAN_ADMIN_API_KEYS=ADMIN_KEY)
+    with run_chatspan_serve(tmp_path, env, args=["--docs"]) as server:
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda message: errors.append(message.text))
+        # The CDN, taken over: it serves a script of its own under the pinned name.
+        page.route(
+            f"{SWAGGER_UI}/**",
+            lambda route: route.fulfill(
+                status=200,
+                content_type="text/css"
+                if route.request.url.endswith(".css")
+                else "text/javascript",
+                headers={"Access-Control-Allow-Origin": "*"},
+                body="window.__owned = sessionStorage.getItem('chatspan-key');",
+            ),
+        )
+        page.goto(f"{server.base_url}/docs")  # returns once the page has loaded
+        # The page's own inline start-up script ran (its hash is in the policy) and found
+        # no Swagger UI, because the changed bundle was refused and never ran.
+        assert any("SwaggerUIBundle is not defined" in e for e in errors), errors
+        assert any("integrity" in e for e in errors), errors
+        assert page.evaluate("window.__owned === undefined")

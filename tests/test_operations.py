@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from memory import peak_growth
 
 from chatspan.config import ApiSettings, SpoolSettings, StoreSettings
-from chatspan.export import export_lines
+from chatspan.export import ExportLines
 from chatspan.exporters.postgres import PostgresSpanExporter
 from chatspan.query_api import create_app
 from chatspan.store import partitions, retention
@@ -277,7 +277,7 @@ def test_an_export_of_many_rows_streams_in_constant_memory(postgres_database):
         nonlocal lines
         lines += chunk.count("\n")
 
-    growth = peak_growth(export_lines(engine, ChatFilters(Window()), "jsonl"), 3, count)
+    growth = peak_growth(ExportLines(engine, ChatFilters(Window()), "jsonl"), 3, count)
     engine.dispose()
     assert lines == 60_000
     assert growth < 8 * 1024 * 1024, f"memory grew by {growth} bytes"
@@ -309,7 +309,7 @@ def test_the_export_command_writes_what_the_api_serves(api, store, tmp_path):
     served = api.get(
         "/console/api/admin/error-logs/export", params={"since": "2026-11-03T00:00:00Z"}
     ).text
-    assert out.read_text() == served
+    assert out.read_bytes().decode() == served  # byte for byte: CSV lines end in CRLF
     since = datetime(2026, 11, 3, tzinfo=timezone.utc)
     expected = [e for e in errors if e.created_at >= since]
     assert 0 < len(expected) < len(errors)  # the filter keeps some, and drops some

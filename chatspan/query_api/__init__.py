@@ -7,16 +7,20 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine, exc, text
 
 from chatspan.config import AlertSettings, ApiSettings, SpoolSettings
 from chatspan.exporters.spool import status as spool_status
 from chatspan.query_api.alerts import Alerter
+from chatspan.query_api.auth import bearer, principal
+from chatspan.query_api.browser import BrowserGuard, add_docs_page
 from chatspan.query_api.ingest import router as ingest_router
 from chatspan.query_api.models import Health
 from chatspan.query_api.routes import router
@@ -34,8 +38,10 @@ def create_app(
     engine: Engine | None = None,
     insecure: bool = False,
     alerts: AlertSettings | None = None,
+    docs: bool = False,
 ) -> FastAPI:
-    """The query service. `insecure` lets every request in as an admin (local use only)."""
+    """The query service. `insecure` lets every request in as an admin (local use only,
+    and only for loopback Host names); `docs` serves Swagger UI at /docs."""
     settings = settings or ApiSettings.from_env()
     alerts = alerts if alerts is not None else AlertSettings.from_env()
 
@@ -56,7 +62,12 @@ def create_app(
         summary="Chats and errors recorded from an LLM chat app, for its admins.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc come from a CDN: /docs only when asked for
+        redoc_url=None,
     )
+    app.add_middleware(BrowserGuard, loopback_only=insecure)
+    if docs:
+        add_docs_page(app)
     app.state.settings = settings
     app.state.engine = engine or make_engine(
         settings.database_url, timeout_s=settings.query_timeout_s, pool_size=8
@@ -69,22 +80,32 @@ def create_app(
     # The admin page: static files, signed in with an admin key held in the browser tab.
     app.mount("/console/admin", StaticFiles(directory=STATIC, html=True), name="admin-page")
 
-    @app.get("/healthz", response_model=Health, tags=["service"])
-    def healthz(request: Request) -> JSONResponse:
-        """Whether the database answers, and what waits in the spool."""
-        spool = spool_status(SpoolSettings.from_env())
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        tags=["service"],
+        responses={503: {"model": Health, "description": "the database does not answer"}},
+    )
+    def healthz(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> JSONResponse:
+        """Whether the service is ok; with an admin key, also the database and the spool
+        (anyone else learns no paths and no queue names)."""
         try:
             with request.app.state.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
+            body, code = {"status": "ok", "database": "reachable"}, status.HTTP_200_OK
         except exc.SQLAlchemyError as error:
             _logger.warning(
                 "chatspan: health check: database unreachable: %s", describe_error(error)
             )
-            return JSONResponse(
-                {"status": "unavailable", "database": "unreachable", "spool": spool},
-                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-            )
-        return JSONResponse({"status": "ok", "database": "reachable", "spool": spool})
+            body = {"status": "unavailable", "database": "unreachable"}
+            code = status.HTTP_503_SERVICE_UNAVAILABLE
+        if not _is_admin(request, credentials):
+            return JSONResponse({"status": body["status"]}, status_code=code)
+        spool = spool_status(SpoolSettings.from_env())
+        return JSONResponse({**body, "spool": spool}, status_code=code)
 
     @app.exception_handler(exc.OperationalError)
     @app.exception_handler(exc.InterfaceError)
@@ -98,6 +119,13 @@ def create_app(
         )
 
     return app
+
+
+def _is_admin(request: Request, credentials: HTTPAuthorizationCredentials | None) -> bool:
+    try:
+        return principal(request, credentials).is_admin
+    except HTTPException:  # no credential, or not a valid one: a stranger
+        return False
 
 
 async def _watch(alerter: Alerter, interval_s: float) -> None:

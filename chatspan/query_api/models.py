@@ -147,6 +147,8 @@ class SpoolStatus(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
-    database: str
-    spool: SpoolStatus | None = None
+    """Only `status` unless the caller sent an admin key."""
+
+    status: str = Field(description="ok, or unavailable when the database does not answer")
+    database: str | None = Field(None, description="reachable or unreachable (admins)")
+    spool: SpoolStatus | None = Field(None, description="what waits in the spool (admins)")

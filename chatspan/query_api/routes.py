@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
@@ -12,7 +13,7 @@ from pydantic import StringConstraints
 from sqlalchemy import Connection, Engine
 
 from chatspan import semconv as sc
-from chatspan.export import MEDIA_TYPES, Format, export_lines, table_for
+from chatspan.export import MEDIA_TYPES, ExportLines, Format, table_for
 from chatspan.query_api.auth import Admin, Reader, require_reader_of
 from chatspan.query_api.models import (
     ChatLogPage,
@@ -188,8 +189,12 @@ def _export(
 ) -> StreamingResponse:
     table = table_for(filters).name
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    lines = iter(ExportLines(request.app.state.engine, filters, fmt))
+    # The query runs now, before the status line: a database that is down is a 503 with
+    # Retry-After, not a 200 with an empty body.
+    first = next(lines, "")
     return StreamingResponse(
-        export_lines(request.app.state.engine, filters, fmt),
+        itertools.chain((first,), lines),
         media_type=MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="{table}-{stamp}.{fmt}"'},
     )
@@ -227,6 +232,8 @@ def log_stats(
         start = window.since or end - timedelta(days=30)
     except OverflowError:
         raise _unprocessable("since / until are out of range", "since") from None
+    if start >= end:  # a `since` still to come, with `until` left at now
+        raise _unprocessable("since must be earlier than until (default: now)", "since")
     if end - start > timedelta(days=MAX_STATS_DAYS):
         raise _unprocessable(
             f"log-stats covers at most {MAX_STATS_DAYS} days; narrow since / until"

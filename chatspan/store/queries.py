@@ -63,11 +63,15 @@ class Cursor:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
             created_at, row_id = json.loads(raw)
             moment = datetime.fromisoformat(created_at)
+            # In UTC, as issued; a forged offset at the edge of time has no UTC moment.
+            moment = (
+                moment.replace(tzinfo=timezone.utc)
+                if moment.tzinfo is None
+                else moment.astimezone(timezone.utc)
+            )
             parsed_id = str(uuid.UUID(str(row_id)))
-        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as error:
+        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as error:
             raise QueryError(f"cursor is not one this service issued: {error}") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
         return cls(moment, parsed_id)
 
 
@@ -422,16 +426,13 @@ def _fill_series(
 ) -> list[dict[str, Any]]:
     """Chats and errors per hour or day, every bucket of the window present."""
     step = timedelta(hours=1) if hourly else timedelta(days=1)
-    start = window.since.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    first = window.since.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
     if not hourly:
-        start = start.replace(hour=0)
-    series = []
-    while start < window.until:
-        series.append(
-            {"start": start, "chats": chats.get(start, 0), "errors": errors.get(start, 0)}
-        )
-        start += step
-    return series
+        first = first.replace(hour=0)
+    # Counted, not stepped past the end: a window ending in year 9999 has no bucket after it.
+    buckets = -((first - window.until) // step)
+    starts = (first + i * step for i in range(buckets))
+    return [{"start": s, "chats": chats.get(s, 0), "errors": errors.get(s, 0)} for s in starts]
 
 
 def _bucket(connection: Connection, table: Table, hourly: bool) -> Any:
