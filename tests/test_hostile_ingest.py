@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from chatspan import semconv as sc
 from chatspan.config import ApiSettings, ConfigError
-from chatspan.query_api import create_app
+from chatspan.query_api import create_app, otlp
 
 from pgdb import libpq_dsn
 from rows import fetch_rows
@@ -197,7 +197,19 @@ def _post(client: TestClient, body: bytes, encoding: str):
     return client.post("/v1/traces", content=body, headers=headers)
 
 
-@pytest.mark.parametrize("encoding", ["protobuf", "json"])
+ENCODINGS = ["protobuf", "protobuf, wire reader", "json"]
+
+
+@pytest.fixture
+def encoding(request, monkeypatch) -> str:
+    """Protobuf spans are read by protobuf's parser when small, by the wire reader when
+    not: "protobuf, wire reader" sends every span down the second road."""
+    if request.param == "protobuf, wire reader":
+        monkeypatch.setattr(otlp, "SMALL_SPAN_BYTES", 0)
+    return request.param
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS, indirect=True)
 def test_attributes_past_the_cap_are_dropped_while_decoding_and_counted(database_url, encoding):
     body = _protobuf_request(spans=1, attributes=300, events=1, event_attributes=300)
     with _client(database_url, ingest_max_attributes=50) as client:
@@ -213,11 +225,11 @@ def test_attributes_past_the_cap_are_dropped_while_decoding_and_counted(database
     assert error["attributes"]["chatspan.attributes_dropped"] == 301 - 50
 
 
-@pytest.mark.parametrize("encoding", ["protobuf", "json"])
+@pytest.mark.parametrize("encoding", ENCODINGS, indirect=True)
 def test_a_span_of_200k_attributes_keeps_its_first_and_counts_the_rest(database_url, encoding):
     body = _protobuf_request(spans=1, attributes=200_000, events=0, event_attributes=0)
     with _client(database_url) as client:
-        response = _post(client, gzip.compress(body) if encoding == "protobuf" else body, encoding)
+        response = _post(client, gzip.compress(body) if encoding != "json" else body, encoding)
     client.app.state.engine.dispose()
     assert response.status_code == 200, response.text
     (chat,) = fetch_rows(database_url, "dify_logs")
@@ -225,7 +237,7 @@ def test_a_span_of_200k_attributes_keeps_its_first_and_counts_the_rest(database_
     assert chat["attributes"]["chatspan.attributes_dropped"] == 200_002 - 128
 
 
-@pytest.mark.parametrize("encoding", ["protobuf", "json"])
+@pytest.mark.parametrize("encoding", ENCODINGS, indirect=True)
 def test_spans_past_the_cap_are_rejected_in_partial_success(database_url, encoding):
     body = _protobuf_request(spans=15, attributes=0, events=0, event_attributes=0)
     with _client(database_url, ingest_max_spans=10) as client:
@@ -248,7 +260,7 @@ def test_spans_past_the_cap_are_rejected_in_partial_success(database_url, encodi
     assert users == sorted(f"user-{i}" for i in range(10))  # the first ten
 
 
-@pytest.mark.parametrize("encoding", ["protobuf", "json"])
+@pytest.mark.parametrize("encoding", ENCODINGS, indirect=True)
 def test_events_past_the_cap_are_dropped(database_url, encoding):
     body = _protobuf_request(spans=1, attributes=0, events=30, event_attributes=0)
     with _client(database_url, ingest_max_events=7) as client:
