@@ -60,6 +60,16 @@ def env_float(
     return value
 
 
+def env_count(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
+    """A whole number of at least 1."""
+    raw = (environ if environ is not None else os.environ).get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {raw!r}")
+    return int(raw)
+
+
 def env_list(name: str, environ: Mapping[str, str] | None = None) -> list[str]:
     raw = (environ if environ is not None else os.environ).get(name, "")
     return [item.strip() for item in raw.split(",") if item.strip()]
@@ -169,6 +179,10 @@ class ApiSettings:
     ingest_api_keys: tuple[str, ...] = ()
     ingest_max_bytes: int = 16 * 1024 * 1024
     ingest_max_decompressed_bytes: int = 64 * 1024 * 1024
+    ingest_max_concurrent: int = 4  # requests decoded at once; more are told to retry
+    ingest_max_spans: int = 16_384  # per request
+    ingest_max_attributes: int = 128  # per span, per event, per array or map value
+    ingest_max_events: int = 128  # per span
     auto_migrate: bool = True
 
     def __repr__(self) -> str:  # keys and secrets stay out of logs and tracebacks
@@ -203,6 +217,10 @@ class ApiSettings:
             ingest_max_decompressed_bytes=int(
                 env_float("CHATSPAN_INGEST_MAX_DECOMPRESSED_BYTES", 64 * 1024 * 1024, environ=env)
             ),
+            ingest_max_concurrent=env_count("CHATSPAN_INGEST_MAX_CONCURRENT", 4, env),
+            ingest_max_spans=env_count("CHATSPAN_INGEST_MAX_SPANS", 16_384, env),
+            ingest_max_attributes=env_count("CHATSPAN_INGEST_MAX_ATTRIBUTES", 128, env),
+            ingest_max_events=env_count("CHATSPAN_INGEST_MAX_EVENTS", 128, env),
             auto_migrate=env_bool("CHATSPAN_AUTO_MIGRATE", True, env),
         )
 

@@ -41,6 +41,7 @@ class SpanEvent:
     name: str
     timestamp_ns: int
     attributes: Mapping[str, Any]
+    dropped_attributes: int = 0  # left out before the mapping saw the event (OTLP ingest)
 
 
 @dataclass(slots=True)
@@ -56,6 +57,7 @@ class SpanData:
     attributes: Mapping[str, Any]
     events: Sequence[SpanEvent] = ()
     service_name: str | None = None
+    dropped_attributes: int = 0  # left out before the mapping saw the span (OTLP ingest)
 
     @classmethod
     def from_sdk(cls, span: Any) -> SpanData:
@@ -409,7 +411,7 @@ def _chat_record(span: SpanData, trace_hex: str, span_hex: str) -> ChatRecord:
         None if stream is None else ("streaming" if stream else "blocking"),  # response_mode
         _str(get(sc.CHATSPAN_ROUTE) or get(sc.HTTP_ROUTE)),  # route
         _str(span.service_name),
-        _extra_attributes(span.attributes, _CHAT_CONSUMED),
+        _extra_attributes(span.attributes, _CHAT_CONSUMED, span.dropped_attributes),
     )
 
 
@@ -435,7 +437,7 @@ def _error_record(
     type_error = _str(e.get(sc.EXCEPTION_TYPE)) or "Error"
     message = _text(e.get(sc.EXCEPTION_MESSAGE))
     stacktrace = _text(e.get(sc.EXCEPTION_STACKTRACE))
-    extra = _extra_attributes(e, _ERROR_CONSUMED)
+    extra = _extra_attributes(e, _ERROR_CONSUMED, event.dropped_attributes)
     extra.setdefault("span.name", span.name)
     return ErrorRecord(
         id=row_id(trace_hex, span_hex, index),
@@ -578,11 +580,14 @@ def _jsonable(value: Any) -> Any:
     return _clean(str(value), MAX_ATTRIBUTE_CHARS)
 
 
-def _extra_attributes(attributes: Mapping[str, Any], consumed: frozenset[str]) -> dict[str, Any]:
+def _extra_attributes(
+    attributes: Mapping[str, Any], consumed: frozenset[str], dropped: int
+) -> dict[str, Any]:
+    """The attributes no column holds, capped; `dropped` were left out before this."""
     # One pass over the keys, as this runs for every record: the values of consumed keys
     # are never touched (reading them costs as much as the rest of this function).
     extra: dict[str, Any] = {}
-    kept = dropped = 0
+    kept = 0
     for key in attributes:
         if key in consumed:
             continue

@@ -55,7 +55,12 @@ def test_a_batch_round_trips_through_the_disk(tmp_path):
     assert spool.replay_once() is True
     assert delivered == [batch]
     assert _files(tmp_path) == []
-    assert spool.counters.as_dict() == {"spooled": 1, "replayed": 1, "dropped": 0}
+    assert spool.counters.as_dict() == {
+        "spooled": 1,
+        "replayed": 1,
+        "dropped": 0,
+        "quarantined": 0,
+    }
 
 
 def test_the_replay_thread_delivers_on_its_own(tmp_path):

@@ -6,12 +6,19 @@ media types are 415, undecodable bodies 400; a database that does not answer is 
 with ``Retry-After``, so the collector keeps the batch and retries. Spans that cannot
 be stored are reported in ``partial_success``; the rest of the batch is stored.
 Authentication is a bearer key from ``CHATSPAN_INGEST_API_KEYS``.
+
+Memory: decoding is what multiplies a body, so at most ``CHATSPAN_INGEST_MAX_CONCURRENT``
+requests are decoded at once (the rest are answered 503 with ``Retry-After`` at once,
+never queued), each within the decode limits of :mod:`chatspan.query_api.otlp`, and a
+request's spans are stored in slices as they are decoded rather than all held first.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request, status
@@ -25,14 +32,18 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from sqlalchemy import exc
 
+from chatspan.config import ApiSettings
 from chatspan.query_api.auth import key_matches
 from chatspan.query_api.otlp import (
     DecodedRequest,
+    DecodeLimits,
     OtlpDecodeError,
     decode_json,
     decode_protobuf,
 )
+from chatspan.records import SpanData
 from chatspan.store.engine import describe_error
+from chatspan.store.writer import WriteResult
 
 _logger = logging.getLogger(__name__)
 
@@ -40,12 +51,17 @@ router = APIRouter(tags=["ingest"])
 
 PROTOBUF, JSON = "application/x-protobuf", "application/json"
 _GRPC_UNAVAILABLE, _GRPC_INVALID, _GRPC_UNAUTHENTICATED = 14, 3, 16
+# Decoded attribute values stored per slice of a request: a few MiB of objects.
+SLICE_VALUES = 65_536
 
 
 class _Refusal(Exception):
-    def __init__(self, status_code: int, grpc_code: int, message: str) -> None:
+    def __init__(
+        self, status_code: int, grpc_code: int, message: str, retry_after: int = 5
+    ) -> None:
         super().__init__(message)
         self.status_code, self.grpc_code, self.message = status_code, grpc_code, message
+        self.retry_after = retry_after
 
 
 @router.post(
@@ -58,7 +74,10 @@ class _Refusal(Exception):
         401: {"description": "no valid ingest key"},
         413: {"description": "the body is too large, compressed or not"},
         415: {"description": "neither application/x-protobuf nor application/json"},
-        503: {"description": "the database is unavailable; retry after Retry-After seconds"},
+        503: {
+            "description": "the database is unavailable, or other requests are being "
+            "decoded; retry after Retry-After seconds"
+        },
     },
 )
 async def ingest_traces(request: Request) -> Response:
@@ -68,9 +87,15 @@ async def ingest_traces(request: Request) -> Response:
         if media_type not in (PROTOBUF, JSON):
             raise _Refusal(415, _GRPC_INVALID, "send application/x-protobuf or application/json")
         body, gzipped = await _read_body(request)
-        decoded, result = await run_in_threadpool(
-            _decode_and_store, request, body, gzipped, media_type
-        )
+        slots = _decode_slots(request)
+        if not slots.acquire(blocking=False):
+            raise _Refusal(503, _GRPC_UNAVAILABLE, "busy decoding other requests; retry later", 1)
+        try:
+            decoded, result = await run_in_threadpool(
+                _decode_and_store, request, body, gzipped, media_type
+            )
+        finally:
+            slots.release()
     except _Refusal as refusal:
         return _status_response(refusal, media_type)
     rejected = decoded.rejected + result.skipped_spans + result.rejected_rows
@@ -83,22 +108,61 @@ async def ingest_traces(request: Request) -> Response:
     return _message_response(response, media_type, status.HTTP_200_OK)
 
 
+def _decode_slots(request: Request) -> threading.BoundedSemaphore:
+    """The app's decode slots: a semaphore, so the cap holds across the thread pool."""
+    state = request.app.state
+    slots = getattr(state, "ingest_decode_slots", None)
+    if slots is None:  # made on the event loop's thread: no other maker races it
+        slots = threading.BoundedSemaphore(state.settings.ingest_max_concurrent)
+        state.ingest_decode_slots = slots
+    return slots
+
+
+def _decode_limits(settings: ApiSettings) -> DecodeLimits:
+    return DecodeLimits(
+        spans=settings.ingest_max_spans,
+        attributes=settings.ingest_max_attributes,
+        events=settings.ingest_max_events,
+    )
+
+
 def _decode_and_store(
     request: Request, body: bytes, gzipped: bool, media_type: str
-) -> tuple[DecodedRequest, Any]:
+) -> tuple[DecodedRequest, WriteResult]:
     """Off the event loop: a large batch takes milliseconds to inflate and decode."""
+    settings = request.app.state.settings
     if gzipped:
-        body = _gunzip(body, request.app.state.settings.ingest_max_decompressed_bytes)
+        body = _gunzip(body, settings.ingest_max_decompressed_bytes)
     decode = decode_protobuf if media_type == PROTOBUF else decode_json
     try:
-        decoded = decode(body)
+        decoded = decode(body, _decode_limits(settings))
     except OtlpDecodeError as error:
         raise _Refusal(400, _GRPC_INVALID, str(error)) from None
-    del body  # the inflated copy is not needed while the rows are stored
-    return decoded, _store(request, decoded.spans)
+    del body  # JSON is parsed; protobuf spans are read from it as they are stored
+    results = [_store(request, spans) for spans in _slices(decoded)]
+    return decoded, WriteResult(
+        chats=sum(r.chats for r in results),
+        errors=sum(r.errors for r in results),
+        skipped_spans=sum(r.skipped_spans for r in results),
+        rejected_rows=sum(r.rejected_rows for r in results),
+    )
 
 
-def _store(request: Request, spans: list) -> Any:
+def _slices(decoded: DecodedRequest) -> Iterator[list[SpanData]]:
+    """The request's spans, a slice at a time: stored and let go before the next is
+    decoded. (Errors still find their chats across slices: the writer joins them.)"""
+    spans: list[SpanData] = []
+    mark, sliced = 0, False
+    for span in decoded.spans:
+        spans.append(span)
+        if decoded.values - mark >= SLICE_VALUES:
+            yield spans
+            spans, mark, sliced = [], decoded.values, True
+    if spans or not sliced:
+        yield spans
+
+
+def _store(request: Request, spans: list[SpanData]) -> WriteResult:
     state = request.app.state
     try:
         state.schema.ensure()
@@ -161,7 +225,7 @@ def _status_response(refusal: _Refusal, media_type: str) -> Response:
     message = status_pb2.Status(code=refusal.grpc_code, message=refusal.message)
     response = _message_response(message, media_type, refusal.status_code)
     if refusal.status_code == 503:
-        response.headers["Retry-After"] = "5"
+        response.headers["Retry-After"] = str(refusal.retry_after)
     if refusal.status_code == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response

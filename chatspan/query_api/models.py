@@ -131,6 +131,9 @@ class SpoolQueue(BaseModel):
     name: str
     pending_batches: int
     pending_bytes: int
+    quarantined_batches: int = Field(
+        0, description="files that could not be replayed, kept in quarantine/ for a person"
+    )
 
 
 class SpoolCounters(BaseModel):
@@ -138,6 +141,7 @@ class SpoolCounters(BaseModel):
     spooled: int
     replayed: int
     dropped: int
+    quarantined: int = 0
 
 
 class SpoolStatus(BaseModel):
