@@ -204,9 +204,13 @@ def test_the_quarantine_shows_in_healthz(tmp_path, spool_directory):
     good = _well_formed_file(directory)
     _cut_short(directory / f"1{SUFFIX}", good)
     QuietSpool(directory, lambda spans: None, max_bytes=10**8, name="test").replay_once()
-    app = create_app(ApiSettings(database_url=f"sqlite:///{tmp_path / 'health.db'}"))
-    with TestClient(app) as client:
-        health = client.get("/healthz").json()
+    admin = "placeholder-admin-key-0123456789"
+    settings = ApiSettings(
+        database_url=f"sqlite:///{tmp_path / 'health.db'}", admin_api_keys=(admin,)
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:  # the spool's details are for admins
+        health = client.get("/healthz", headers={"Authorization": f"Bearer {admin}"}).json()
     app.state.engine.dispose()
     (queue,) = health["spool"]["queues"]
     assert queue["quarantined_batches"] == 1
