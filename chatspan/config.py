@@ -12,10 +12,12 @@ import binascii
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 DEFAULT_DATABASE_URL = "sqlite:///chatspan.db"
+_T = TypeVar("_T")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -98,28 +100,65 @@ DEFAULT_MAX_REQUEST_BYTES = 1_048_576
 
 @dataclass(frozen=True)
 class CaptureSettings:
-    """What the instrumentation may put on a span, and how much of it."""
+    """What the instrumentation may put on a span, and how much of it.
+
+    Read leniently, unlike the other settings: a typo here must not switch chat
+    recording off. A value that is not understood falls back to the safer choice
+    (no content captured, redaction on, the documented size caps), and ``problems``
+    says which variable was skipped, why, and what chatspan does instead.
+    """
 
     capture_content: bool = True
     redact: bool = True
     redact_patterns: tuple[str, ...] = ()
     max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    problems: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CaptureSettings:
         env = environ if environ is not None else os.environ
+        problems: list[str] = []
+
+        def read(reader: Callable[[], _T], fallback: _T, instead: str) -> _T:
+            try:
+                return reader()
+            except ConfigError as error:
+                problems.append(f"{error}; {instead}")
+                return fallback
+
+        patterns, bad_patterns = _patterns("CHATSPAN_REDACT_PATTERNS", env)
+        problems += [
+            f"{bad}; {_NO_CONTENT}: it would keep what that pattern masks" for bad in bad_patterns
+        ]
+        # A switch that is not understood was most likely meant to turn capture off (the
+        # default is on), and off is the choice that cannot leak what was meant to stay out.
+        capture = read(lambda: _capture_content(env), False, _NO_CONTENT)
         return cls(
-            capture_content=_capture_content(env),
-            redact=env_bool("CHATSPAN_REDACT", True, env),
-            redact_patterns=_patterns("CHATSPAN_REDACT_PATTERNS", env),
-            max_content_chars=int(
-                env_float("CHATSPAN_MAX_CONTENT_CHARS", DEFAULT_MAX_CONTENT_CHARS, environ=env)
+            capture_content=capture and not bad_patterns,
+            redact=read(
+                lambda: env_bool("CHATSPAN_REDACT", True, env), True, "the built-in rules stay on"
             ),
-            max_request_bytes=int(
-                env_float("CHATSPAN_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, environ=env)
+            redact_patterns=patterns,
+            max_content_chars=read(
+                lambda: int(
+                    env_float("CHATSPAN_MAX_CONTENT_CHARS", DEFAULT_MAX_CONTENT_CHARS, environ=env)
+                ),
+                DEFAULT_MAX_CONTENT_CHARS,
+                f"using the default, {DEFAULT_MAX_CONTENT_CHARS}",
             ),
+            max_request_bytes=read(
+                lambda: int(
+                    env_float("CHATSPAN_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, environ=env)
+                ),
+                DEFAULT_MAX_REQUEST_BYTES,
+                f"using the default, {DEFAULT_MAX_REQUEST_BYTES}",
+            ),
+            problems=tuple(problems),
         )
+
+
+_NO_CONTENT = "chat content is not captured until it is fixed (chats are still recorded)"
 
 
 def _capture_content(env: Mapping[str, str]) -> bool:
@@ -141,26 +180,30 @@ def _capture_content(env: Mapping[str, str]) -> bool:
     return env_bool(name, True, env)
 
 
-def _patterns(name: str, env: Mapping[str, str]) -> tuple[str, ...]:
-    """A JSON list of regular expressions, or a single one."""
+def _patterns(name: str, env: Mapping[str, str]) -> tuple[tuple[str, ...], list[str]]:
+    """A JSON list of regular expressions, or a single one: those that compile, and
+    what is wrong with the others."""
     raw = env.get(name, "").strip()
     if not raw:
-        return ()
+        return (), []
     if raw.startswith("["):
         try:
             patterns = json.loads(raw)
         except ValueError as error:
-            raise ConfigError(f"{name} looks like a JSON list but is not JSON: {error}") from None
+            return (), [f"{name} looks like a JSON list but is not JSON: {error}"]
         if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-            raise ConfigError(f"{name} must be a JSON list of regular expressions (strings)")
+            return (), [f"{name} must be a JSON list of regular expressions (strings)"]
     else:
         patterns = [raw]
+    good, bad = [], []
     for pattern in patterns:
         try:
             re.compile(pattern)
         except re.error as error:
-            raise ConfigError(f"{name}: {pattern!r} is not a regular expression: {error}") from None
-    return tuple(patterns)
+            bad.append(f"{name}: {pattern!r} is not a regular expression: {error}")
+        else:
+            good.append(pattern)
+    return tuple(good), bad
 
 
 MIN_ADMIN_KEY_CHARS = 16
