@@ -152,6 +152,26 @@ def test_redaction_rules():
     assert custom("a@b.co TICKET-7") == "a@b.co [REDACTED]"
 
 
+def test_redaction_leaves_identifiers_and_dates_alone():
+    redact = Redactor()
+    for kept in (
+        "550e8400-e29b-41d4-a716-446655440000",  # a UUID's last group is no phone number
+        "msg-1234567",
+        "on 2026-11-01 at noon",
+        "2026-11-01 12:00:00",
+    ):
+        assert redact(kept) == kept
+    assert redact("call 415 555 0132 or +44 20 7946 0958") == (
+        "call [REDACTED_PHONE] or [REDACTED_PHONE]"
+    )
+    # An attribute value of digits alone is an identifier (Dify's node ids are
+    # millisecond timestamps); in text, the same digits may be a phone number.
+    assert redact.value("1711528914102") == "1711528914102"
+    assert redact("1711528914102") == "[REDACTED_PHONE]"
+    assert redact.value("4111111111111111") == "[REDACTED_CARD]"
+    assert redact.value("mail a@b.co") == "mail [REDACTED_EMAIL]"
+
+
 def test_capture_settings_follow_chatspan_then_the_genai_switch():
     genai = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
     assert CaptureSettings.from_env({}).capture_content is True
