@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
 import re
@@ -207,6 +208,14 @@ def _patterns(name: str, env: Mapping[str, str]) -> tuple[tuple[str, ...], list[
 
 
 MIN_ADMIN_KEY_CHARS = 16
+MIN_JWT_SECRET_BYTES = 32  # HS256's own key size: shorter secrets can be guessed offline
+# Secrets published as samples, by SHA-256 (the repository holds no key-shaped strings):
+# a token signed with one proves nothing.
+_SAMPLE_SECRETS = {
+    "0f44b34c6311bcb547867d393c1c56e6564e03d905fdd023637f549358bf3670": (
+        "the sample SECRET_KEY of Dify's docker/.env.example"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -218,6 +227,8 @@ class ApiSettings:
     admin_api_keys: tuple[str, ...] = ()
     jwt_secret: str | None = None
     jwt_user_claim: str | None = None
+    jwt_audience: str | None = None  # checked (and required) when set
+    jwt_issuer: str | None = None  # checked (and required) when set
     trace_url_template: str | None = None
     ingest_api_keys: tuple[str, ...] = ()
     ingest_max_bytes: int = 16 * 1024 * 1024
@@ -227,6 +238,10 @@ class ApiSettings:
     ingest_max_attributes: int = 128  # per span, per event, per array or map value
     ingest_max_events: int = 128  # per span
     auto_migrate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.jwt_secret is not None:  # however the settings are made
+            _check_jwt_secret(self.jwt_secret)
 
     def __repr__(self) -> str:  # keys and secrets stay out of logs and tracebacks
         return (
@@ -252,6 +267,8 @@ class ApiSettings:
             admin_api_keys=keys,
             jwt_secret=env_str("CHATSPAN_JWT_SECRET", "", env) or None,
             jwt_user_claim=env_str("CHATSPAN_JWT_USER_CLAIM", "", env) or None,
+            jwt_audience=env_str("CHATSPAN_JWT_AUDIENCE", "", env) or None,
+            jwt_issuer=env_str("CHATSPAN_JWT_ISSUER", "", env) or None,
             trace_url_template=template,
             ingest_api_keys=_api_keys("CHATSPAN_INGEST_API_KEYS", env),
             ingest_max_bytes=int(
@@ -277,6 +294,24 @@ def _api_keys(name: str, env: Mapping[str, str]) -> tuple[str, ...]:
             "use long random keys (python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     return keys
+
+
+def _check_jwt_secret(secret: str) -> None:
+    """Refuse a user-token secret anyone could know or guess; never echoed."""
+    name = "CHATSPAN_JWT_SECRET"
+    sample = _SAMPLE_SECRETS.get(hashlib.sha256(secret.encode()).hexdigest())
+    if sample is not None:
+        raise ConfigError(
+            f"{name} is {sample}, which anyone can read: tokens signed with it prove "
+            "nothing. Give Dify's SECRET_KEY (and this setting) a new random value "
+            "(openssl rand -base64 42)"
+        )
+    if len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+        raise ConfigError(
+            f"{name} must be at least {MIN_JWT_SECRET_BYTES} bytes (it has "
+            f"{len(secret.encode())}): a short HS256 secret can be guessed from one token; "
+            "use a long random value (openssl rand -base64 42)"
+        )
 
 
 SUPABASE_TABLES = ("error", "dify_logs")

@@ -5,8 +5,10 @@ road the span took: the instrumentation, the manual API, OTLP ingest."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+import jwt
 import pytest
 from fastapi.testclient import TestClient
 from flask import Flask
@@ -15,9 +17,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import Status, StatusCode
 
 import chatspan
-from chatspan import manual
+from chatspan import cli, manual
 from chatspan import semconv as sc
-from chatspan.config import ApiSettings
+from chatspan.config import ApiSettings, ConfigError
 from chatspan.instrumentation import ChatInstrumentor
 from chatspan.query_api import create_app
 from chatspan.records import SpanData
@@ -190,3 +192,99 @@ def test_spans_ingested_over_otlp_are_redacted_into_rows(database_url):
     # Identifiers among the attributes are left whole.
     assert chat["attributes"]["dify.workflow_run_id"] == "550e8400-e29b-41d4-a716-446655440000"
     assert chat["attributes"]["message.number"] == "msg-1234567"
+
+
+# -- who may read: user tokens --------------------------------------------------------
+
+JWT_SECRET = "a-jwt-secret-for-these-tests-0123456789"
+# The SECRET_KEY sample of Dify's docker/.env.example, published with Dify: a token
+# signed with it proves nothing.
+DIFY_SAMPLE_SECRET = "sk-9f73s3ljTXVcMT3Blb3ljTqtsKiGHXVcMT3BlbkFJLK7U"
+
+
+@pytest.mark.parametrize(
+    ("secret", "reason"),
+    [
+        ("x", "at least 32 bytes"),
+        ("short-but-not-one-char", "at least 32 bytes"),
+        (DIFY_SAMPLE_SECRET, "sample SECRET_KEY of Dify's docker/.env.example"),
+    ],
+    ids=["one-character", "22-characters", "dify-sample"],
+)
+def test_a_weak_jwt_secret_stops_the_service_at_start(
+    tmp_path, monkeypatch, capsys, secret, reason
+):
+    def serving(*_args, **_kwargs):
+        raise AssertionError("chatspan serve started with a weak CHATSPAN_JWT_SECRET")
+
+    monkeypatch.setattr(cli, "_run_api", serving)
+    monkeypatch.setenv("CHATSPAN_DATABASE_URL", f"sqlite:///{tmp_path}/c.db")
+    monkeypatch.setenv("CHATSPAN_ADMIN_API_KEYS", "an-admin-key-long-enough-0123")
+    monkeypatch.setenv("CHATSPAN_JWT_SECRET", secret)
+    assert cli.main(["serve"]) == 2
+    error = capsys.readouterr().err
+    assert "CHATSPAN_JWT_SECRET" in error and reason in error
+    assert secret not in error
+    with pytest.raises(ConfigError, match="CHATSPAN_JWT_SECRET"):
+        ApiSettings(jwt_secret=secret)  # whichever way the settings are made
+
+
+@pytest.fixture
+def user_api(database_url):
+    """The query service with user tokens on; `reader(token, user)` is the status code of
+    that user's history read with that token."""
+    made = []
+
+    def reader(token: str, user: str, **settings: Any) -> int:
+        app = create_app(ApiSettings(database_url=database_url, jwt_secret=JWT_SECRET, **settings))
+        made.append(app)
+        with TestClient(app) as client:
+            return client.get(
+                f"/console/api/admin/users/{user}/chat-history",
+                headers={"Authorization": f"Bearer {token}"},
+            ).status_code
+
+    yield reader
+    for app in made:
+        app.state.engine.dispose()
+
+
+def _jwt(claims: dict[str, Any]) -> str:
+    return jwt.encode({"exp": int(time.time()) + 600, **claims}, JWT_SECRET, algorithm="HS256")
+
+
+def test_a_dify_web_app_passport_is_no_user_token(user_api):
+    passport = _jwt(
+        {
+            "iss": "app-uuid",
+            "sub": "Web API Passport",
+            "app_id": "a-1",
+            "app_code": "xyz",
+            "end_user_id": "eu-1",
+        }
+    )
+    assert user_api(passport, "Web API Passport") == 401
+    assert user_api(passport, "eu-1") == 401
+    assert user_api(passport, "eu-1", jwt_user_claim="end_user_id") == 401
+    # A console token without the account id is no user token either.
+    assert user_api(_jwt({"sub": "Console API Passport"}), "Console API Passport") == 401
+    # The user is the claim that names them.
+    assert user_api(_jwt({"user_id": "u-1", "sub": "Console API Passport"}), "u-1") == 200
+    assert user_api(_jwt({"sub": "u-2"}), "u-2") == 200
+
+
+def test_audience_and_issuer_are_checked_when_set(user_api):
+    checked = {"jwt_audience": "chatspan", "jwt_issuer": "https://auth.example"}
+    good = {"sub": "u-1", "aud": "chatspan", "iss": "https://auth.example"}
+    assert user_api(_jwt(good), "u-1", **checked) == 200
+    assert user_api(_jwt({**good, "aud": "another-service"}), "u-1", **checked) == 401
+    assert user_api(_jwt({**good, "iss": "https://evil.example"}), "u-1", **checked) == 401
+    assert user_api(_jwt({"sub": "u-1"}), "u-1", **checked) == 401  # neither claim
+    settings = ApiSettings.from_env(
+        {
+            "CHATSPAN_JWT_SECRET": JWT_SECRET,
+            "CHATSPAN_JWT_AUDIENCE": "chatspan",
+            "CHATSPAN_JWT_ISSUER": "https://auth.example",
+        }
+    )
+    assert (settings.jwt_audience, settings.jwt_issuer) == ("chatspan", "https://auth.example")
