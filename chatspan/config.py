@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import json
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 DEFAULT_DATABASE_URL = "sqlite:///chatspan.db"
 _T = TypeVar("_T")
@@ -347,6 +349,12 @@ class SupabaseSettings:
                 if url
                 else "SUPABASE_URL is not set"
             )
+        if url.startswith("http://") and not is_loopback(urlsplit(url).hostname):
+            raise ConfigError(
+                "SUPABASE_URL must use https://: over http:// the service_role key would "
+                "cross the network in clear (http:// is accepted for this machine only: "
+                "localhost, 127.0.0.1, ::1)"
+            )
         key = env_str("SUPABASE_SERVICE_ROLE_KEY", "", env)
         _check_service_key(key)
         tables = tuple(env_list("CHATSPAN_SUPABASE_TABLES", env)) or ("error",)
@@ -362,6 +370,18 @@ class SupabaseSettings:
             request_timeout_s=env_float("CHATSPAN_SUPABASE_REQUEST_TIMEOUT_S", 10.0, environ=env),
             export_timeout_s=env_float("CHATSPAN_SUPABASE_EXPORT_TIMEOUT_S", 10.0, environ=env),
         )
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether `host` names this machine (localhost or a loopback address)."""
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_service_key(key: str) -> None:

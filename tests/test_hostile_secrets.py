@@ -5,7 +5,10 @@ road the span took: the instrumentation, the manual API, OTLP ingest."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -19,14 +22,22 @@ from opentelemetry.trace import Status, StatusCode
 import chatspan
 from chatspan import cli, manual
 from chatspan import semconv as sc
-from chatspan.config import ApiSettings, ConfigError
+from chatspan.config import (
+    ApiSettings,
+    ConfigError,
+    SpoolSettings,
+    StoreSettings,
+    SupabaseSettings,
+)
+from chatspan.exporters.postgres import PostgresSpanExporter
 from chatspan.instrumentation import ChatInstrumentor
 from chatspan.query_api import create_app
 from chatspan.records import SpanData
-from chatspan.store.engine import make_engine
+from chatspan.store.engine import make_engine, resolve_url, safe_url
 from chatspan.store.writer import RecordWriter
 
 from rows import fetch_rows
+from servers import clean_env
 from spans import SpanRecorder
 
 APP_KEY = "app-SECRETkey0123456789abcdef"
@@ -288,3 +299,54 @@ def test_audience_and_issuer_are_checked_when_set(user_api):
         }
     )
     assert (settings.jwt_audience, settings.jwt_issuer) == ("chatspan", "https://auth.example")
+
+
+# -- passwords and keys in settings -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app@db.example:5432/chat?password=hunter2-pw",
+        "postgresql://app:hunter2-pw@db.example/chat?sslpassword=hunter2-pw&sslmode=require",
+        "app:hunter2-pw@db.example/chat",  # no scheme: not a URL, still a password
+    ],
+)
+def test_a_database_password_is_masked_wherever_the_url_is_shown(url):
+    assert "hunter2" not in safe_url(url)
+
+
+def test_a_url_without_a_scheme_is_refused_without_echoing_it():
+    with pytest.raises(ConfigError, match="CHATSPAN_DATABASE_URL") as refused:
+        resolve_url("app:hunter2-pw@db.example/chat")
+    assert "hunter2" not in str(refused.value)
+
+
+def test_db_upgrade_and_the_exporter_hide_libpq_password_parameters(empty_postgres_database):
+    url = f"{empty_postgres_database}?password=hunter2-pw"  # trust auth lets any password in
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "chatspan"), "db", "upgrade"],
+        env=clean_env(CHATSPAN_DATABASE_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "schema revision" in result.stdout
+    assert "hunter2" not in result.stdout + result.stderr
+    exporter = PostgresSpanExporter(StoreSettings(database_url=url), SpoolSettings(enabled=False))
+    assert "hunter2" not in exporter.destination  # what its log lines name
+    exporter.shutdown()
+
+
+def test_supabase_over_plain_http_is_refused_unless_on_this_machine():
+    key = "sb_secret_" + "K" * 32  # a placeholder in the new key format
+    for local in ("http://127.0.0.1:54321", "http://localhost:54321", "http://[::1]:54321"):
+        settings = {"SUPABASE_URL": local, "SUPABASE_SERVICE_ROLE_KEY": key}
+        assert SupabaseSettings.from_env(settings).url == local
+    with pytest.raises(ConfigError, match="SUPABASE_URL must use https://") as refused:
+        SupabaseSettings.from_env(
+            {"SUPABASE_URL": "http://abcdefgh.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": key}
+        )
+    assert key not in str(refused.value)
