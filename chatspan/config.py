@@ -445,6 +445,9 @@ class AlertSettings:
     new_fingerprint: bool = True
     cooldown_minutes: float = 30.0
     interval_s: float = 60.0
+    # Posts at most, the summary of the rest included: chat users can cause many errors.
+    max_per_check: int = 5
+    max_per_hour: int = 20
 
     def __repr__(self) -> str:  # a webhook URL is a secret (Slack's are)
         return f"AlertSettings(webhook_url={'<set>' if self.webhook_url else None}, ...)"
@@ -466,4 +469,6 @@ class AlertSettings:
                 "CHATSPAN_ALERT_COOLDOWN_MINUTES", 30.0, minimum=-1, environ=env
             ),
             interval_s=env_float("CHATSPAN_ALERT_INTERVAL_S", 60.0, environ=env),
+            max_per_check=int(env_float("CHATSPAN_ALERT_MAX_PER_CHECK", 5, environ=env)),
+            max_per_hour=int(env_float("CHATSPAN_ALERT_MAX_PER_HOUR", 20, environ=env)),
         )
