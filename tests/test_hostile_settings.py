@@ -1,17 +1,28 @@
 """Settings an operator gets wrong: a typo in one chat setting leaves every other chat
-recorded and is named loudly."""
+recorded and is named loudly; a retention age means what it says, and a big delete is
+confirmed first."""
 
 from __future__ import annotations
 
 import json
 import logging
+import random
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from flask import Flask
 
 from chatspan import semconv as sc
 from chatspan.instrumentation import ChatInstrumentor
+from chatspan.records import SpanData
+from chatspan.store.engine import make_engine
+from chatspan.store.writer import RecordWriter
 
+from rows import count_rows
+from servers import clean_env
 from spans import SpanRecorder
 
 GOOD_ROUTE = {"path": "/api/ask", "query": "question", "answer": "reply"}
@@ -81,3 +92,66 @@ def test_the_skipped_settings_are_listed_for_the_health_check():
     assert any(p.startswith("CHATSPAN_CAPTURE_CONTENT") for p in problems)
     assert any(p.startswith("CHATSPAN_REDACT_PATTERNS") for p in problems)
     assert settings_problems({"CHATSPAN_CHAT_ROUTES": json.dumps([GOOD_ROUTE])}) == []
+
+
+# -- retention: an age that says what it means, and a check before a big delete ----------
+
+
+def _chats_aged(url: str, ages: list[timedelta]) -> None:
+    """One chat row per age, created that long ago."""
+    now = datetime.now(timezone.utc)
+    spans = [
+        SpanData(
+            random.getrandbits(128) or 1,
+            i + 1,
+            "chat",
+            int((now - age).timestamp() * 1e9),
+            int((now - age).timestamp() * 1e9) + 1_000,
+            False,
+            {sc.GEN_AI_OPERATION_NAME: "chat", sc.USER_ID: f"aged-{i}"},
+        )
+        for i, age in enumerate(ages)
+    ]
+    engine = make_engine(url, timeout_s=10)
+    RecordWriter(engine).write(spans)
+    engine.dispose()
+
+
+def _retention(url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "chatspan"), "retention", "--table", "dify_logs", *args],
+        env=clean_env(CHATSPAN_DATABASE_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_an_ambiguous_age_unit_is_refused(database_url):
+    _chats_aged(database_url, [timedelta(hours=2), timedelta(days=40)])
+    for ambiguous in ("1m", "30M"):
+        refused = _retention(database_url, "--older-than", ambiguous, "--dry-run")
+        assert refused.returncode == 2
+        assert "minutes or months" in refused.stderr and "min" in refused.stderr
+    counted = _retention(database_url, "--older-than", "90min", "--dry-run")
+    assert counted.returncode == 0, counted.stderr
+    assert "would delete 2 row(s)" in counted.stdout
+    assert count_rows(database_url, "dify_logs") == 2
+
+
+def test_a_real_run_over_a_tenth_of_a_table_needs_yes(database_url):
+    _chats_aged(database_url, [timedelta(days=40)] * 2 + [timedelta(minutes=1)] * 8)
+    refused = _retention(database_url, "--older-than", "30d")  # 2 of 10 rows: 20 %
+    assert refused.returncode == 2
+    assert "2 of 10" in refused.stderr and "--yes" in refused.stderr
+    assert count_rows(database_url, "dify_logs") == 10  # nothing deleted
+    assert _retention(database_url, "--older-than", "30d", "--dry-run").returncode == 0
+    confirmed = _retention(database_url, "--older-than", "30d", "--yes")
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert count_rows(database_url, "dify_logs") == 8
+    _chats_aged(database_url, [timedelta(days=40)])  # 1 of 9 rows: 11 %, and then ...
+    assert _retention(database_url, "--older-than", "30d").returncode == 2
+    _chats_aged(database_url, [timedelta(minutes=1)] * 2)  # ... 1 of 11: 9 %
+    assert _retention(database_url, "--older-than", "30d").returncode == 0
+    assert count_rows(database_url, "dify_logs") == 10
