@@ -8,6 +8,7 @@ import importlib.util
 import ipaddress
 import logging
 import os
+import re
 import secrets
 import stat
 import sys
@@ -56,9 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     partition.set_defaults(run=_partition)
 
     retention = commands.add_parser("retention", help="remove or redact rows older than an age")
-    retention.add_argument("--older-than", required=True, type=_age, help="e.g. 30d, 12h, 2w")
+    retention.add_argument(
+        "--older-than", required=True, type=_age, help="e.g. 30d, 12h, 2w, 90min"
+    )
     retention.add_argument("--table", choices=["dify_logs", "error"], help="default: both")
     retention.add_argument("--dry-run", action="store_true", help="only count")
+    retention.add_argument(
+        "--yes",
+        action="store_true",
+        help=f"go ahead when a table would lose more than {CONFIRM_SHARE:.0%} of its rows",
+    )
     retention.add_argument(
         "--redact-content",
         action="store_true",
@@ -140,6 +148,11 @@ def _partition(args: argparse.Namespace) -> int:
     return 0
 
 
+# A real retention run that would delete (or redact) more than this share of a table
+# asks for --yes: a mistyped age should not empty the tables.
+CONFIRM_SHARE = 0.10
+
+
 def _retention(args: argparse.Namespace) -> int:
     from chatspan.store import partitions, retention  # noqa: PLC0415
 
@@ -148,7 +161,22 @@ def _retention(args: argparse.Namespace) -> int:
     cutoff = datetime.now(timezone.utc) - args.older_than
     verb = "would " if args.dry_run else ""
     action = "redact" if args.redact_content else "delete"
-    for table in [args.table] if args.table else ["dify_logs", "error"]:
+    tables = [args.table] if args.table else ["dify_logs", "error"]
+    if not args.dry_run and not args.yes:
+        for table in tables:
+            counted = retention.apply(
+                engine, table, cutoff, dry_run=True, redact=args.redact_content
+            )
+            if counted.matched > CONFIRM_SHARE * counted.total:
+                print(
+                    f"chatspan: {table}: this would {action} {counted.matched:,} of "
+                    f"{counted.total:,} rows ({counted.matched / counted.total:.0%}), more "
+                    f"than {CONFIRM_SHARE:.0%} of the table: check --older-than (rows older "
+                    f"than {cutoff:%Y-%m-%d %H:%M} UTC) and pass --yes to go ahead",
+                    file=sys.stderr,
+                )
+                return 2
+    for table in tables:
         result = retention.apply(
             engine,
             table,
@@ -200,12 +228,24 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+_AGE_UNITS = {"min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_AGE = re.compile(r"(\d+)\s*(min|h|d|w)")
+
+
 def _age(value: str) -> timedelta:
-    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    number, unit = value[:-1], value[-1:].lower()
-    if unit not in units or not number.isdigit() or int(number) <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: use a number and m, h, d or w (e.g. 30d)")
-    return timedelta(**{units[unit]: int(number)})
+    """An age in units that cannot be misread: ``m`` (minutes or months?) is refused."""
+    text = value.strip().lower()
+    match = _AGE.fullmatch(text)
+    if match is not None and int(match[1]) > 0:
+        return timedelta(**{_AGE_UNITS[match[2]]: int(match[1])})
+    if re.fullmatch(r"\d+\s*m", text):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is ambiguous (minutes or months?): write min for minutes "
+            "(90min), or days for months (30d)"
+        )
+    raise argparse.ArgumentTypeError(
+        f"{value!r}: use a number and min, h, d or w (e.g. 30d, 12h, 2w, 90min)"
+    )
 
 
 def _moment(value: str) -> datetime:

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import ipaddress
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlsplit
 
 DEFAULT_DATABASE_URL = "sqlite:///chatspan.db"
+_T = TypeVar("_T")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -98,28 +103,65 @@ DEFAULT_MAX_REQUEST_BYTES = 1_048_576
 
 @dataclass(frozen=True)
 class CaptureSettings:
-    """What the instrumentation may put on a span, and how much of it."""
+    """What the instrumentation may put on a span, and how much of it.
+
+    Read leniently, unlike the other settings: a typo here must not switch chat
+    recording off. A value that is not understood falls back to the safer choice
+    (no content captured, redaction on, the documented size caps), and ``problems``
+    says which variable was skipped, why, and what chatspan does instead.
+    """
 
     capture_content: bool = True
     redact: bool = True
     redact_patterns: tuple[str, ...] = ()
     max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    problems: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CaptureSettings:
         env = environ if environ is not None else os.environ
+        problems: list[str] = []
+
+        def read(reader: Callable[[], _T], fallback: _T, instead: str) -> _T:
+            try:
+                return reader()
+            except ConfigError as error:
+                problems.append(f"{error}; {instead}")
+                return fallback
+
+        patterns, bad_patterns = _patterns("CHATSPAN_REDACT_PATTERNS", env)
+        problems += [
+            f"{bad}; {_NO_CONTENT}: it would keep what that pattern masks" for bad in bad_patterns
+        ]
+        # A switch that is not understood was most likely meant to turn capture off (the
+        # default is on), and off is the choice that cannot leak what was meant to stay out.
+        capture = read(lambda: _capture_content(env), False, _NO_CONTENT)
         return cls(
-            capture_content=_capture_content(env),
-            redact=env_bool("CHATSPAN_REDACT", True, env),
-            redact_patterns=_patterns("CHATSPAN_REDACT_PATTERNS", env),
-            max_content_chars=int(
-                env_float("CHATSPAN_MAX_CONTENT_CHARS", DEFAULT_MAX_CONTENT_CHARS, environ=env)
+            capture_content=capture and not bad_patterns,
+            redact=read(
+                lambda: env_bool("CHATSPAN_REDACT", True, env), True, "the built-in rules stay on"
             ),
-            max_request_bytes=int(
-                env_float("CHATSPAN_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, environ=env)
+            redact_patterns=patterns,
+            max_content_chars=read(
+                lambda: int(
+                    env_float("CHATSPAN_MAX_CONTENT_CHARS", DEFAULT_MAX_CONTENT_CHARS, environ=env)
+                ),
+                DEFAULT_MAX_CONTENT_CHARS,
+                f"using the default, {DEFAULT_MAX_CONTENT_CHARS}",
             ),
+            max_request_bytes=read(
+                lambda: int(
+                    env_float("CHATSPAN_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, environ=env)
+                ),
+                DEFAULT_MAX_REQUEST_BYTES,
+                f"using the default, {DEFAULT_MAX_REQUEST_BYTES}",
+            ),
+            problems=tuple(problems),
         )
+
+
+_NO_CONTENT = "chat content is not captured until it is fixed (chats are still recorded)"
 
 
 def _capture_content(env: Mapping[str, str]) -> bool:
@@ -141,29 +183,41 @@ def _capture_content(env: Mapping[str, str]) -> bool:
     return env_bool(name, True, env)
 
 
-def _patterns(name: str, env: Mapping[str, str]) -> tuple[str, ...]:
-    """A JSON list of regular expressions, or a single one."""
+def _patterns(name: str, env: Mapping[str, str]) -> tuple[tuple[str, ...], list[str]]:
+    """A JSON list of regular expressions, or a single one: those that compile, and
+    what is wrong with the others."""
     raw = env.get(name, "").strip()
     if not raw:
-        return ()
+        return (), []
     if raw.startswith("["):
         try:
             patterns = json.loads(raw)
         except ValueError as error:
-            raise ConfigError(f"{name} looks like a JSON list but is not JSON: {error}") from None
+            return (), [f"{name} looks like a JSON list but is not JSON: {error}"]
         if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-            raise ConfigError(f"{name} must be a JSON list of regular expressions (strings)")
+            return (), [f"{name} must be a JSON list of regular expressions (strings)"]
     else:
         patterns = [raw]
+    good, bad = [], []
     for pattern in patterns:
         try:
             re.compile(pattern)
         except re.error as error:
-            raise ConfigError(f"{name}: {pattern!r} is not a regular expression: {error}") from None
-    return tuple(patterns)
+            bad.append(f"{name}: {pattern!r} is not a regular expression: {error}")
+        else:
+            good.append(pattern)
+    return tuple(good), bad
 
 
 MIN_ADMIN_KEY_CHARS = 16
+MIN_JWT_SECRET_BYTES = 32  # HS256's own key size: shorter secrets can be guessed offline
+# Secrets published as samples, by SHA-256 (the repository holds no key-shaped strings):
+# a token signed with one proves nothing.
+_SAMPLE_SECRETS = {
+    "0f44b34c6311bcb547867d393c1c56e6564e03d905fdd023637f549358bf3670": (
+        "the sample SECRET_KEY of Dify's docker/.env.example"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -175,6 +229,8 @@ class ApiSettings:
     admin_api_keys: tuple[str, ...] = ()
     jwt_secret: str | None = None
     jwt_user_claim: str | None = None
+    jwt_audience: str | None = None  # checked (and required) when set
+    jwt_issuer: str | None = None  # checked (and required) when set
     trace_url_template: str | None = None
     ingest_api_keys: tuple[str, ...] = ()
     ingest_max_bytes: int = 16 * 1024 * 1024
@@ -184,6 +240,10 @@ class ApiSettings:
     ingest_max_attributes: int = 128  # per span, per event, per array or map value
     ingest_max_events: int = 128  # per span
     auto_migrate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.jwt_secret is not None:  # however the settings are made
+            _check_jwt_secret(self.jwt_secret)
 
     def __repr__(self) -> str:  # keys and secrets stay out of logs and tracebacks
         return (
@@ -209,6 +269,8 @@ class ApiSettings:
             admin_api_keys=keys,
             jwt_secret=env_str("CHATSPAN_JWT_SECRET", "", env) or None,
             jwt_user_claim=env_str("CHATSPAN_JWT_USER_CLAIM", "", env) or None,
+            jwt_audience=env_str("CHATSPAN_JWT_AUDIENCE", "", env) or None,
+            jwt_issuer=env_str("CHATSPAN_JWT_ISSUER", "", env) or None,
             trace_url_template=template,
             ingest_api_keys=_api_keys("CHATSPAN_INGEST_API_KEYS", env),
             ingest_max_bytes=int(
@@ -234,6 +296,24 @@ def _api_keys(name: str, env: Mapping[str, str]) -> tuple[str, ...]:
             "use long random keys (python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     return keys
+
+
+def _check_jwt_secret(secret: str) -> None:
+    """Refuse a user-token secret anyone could know or guess; never echoed."""
+    name = "CHATSPAN_JWT_SECRET"
+    sample = _SAMPLE_SECRETS.get(hashlib.sha256(secret.encode()).hexdigest())
+    if sample is not None:
+        raise ConfigError(
+            f"{name} is {sample}, which anyone can read: tokens signed with it prove "
+            "nothing. Give Dify's SECRET_KEY (and this setting) a new random value "
+            "(openssl rand -base64 42)"
+        )
+    if len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+        raise ConfigError(
+            f"{name} must be at least {MIN_JWT_SECRET_BYTES} bytes (it has "
+            f"{len(secret.encode())}): a short HS256 secret can be guessed from one token; "
+            "use a long random value (openssl rand -base64 42)"
+        )
 
 
 SUPABASE_TABLES = ("error", "dify_logs")
@@ -269,6 +349,12 @@ class SupabaseSettings:
                 if url
                 else "SUPABASE_URL is not set"
             )
+        if url.startswith("http://") and not is_loopback(urlsplit(url).hostname):
+            raise ConfigError(
+                "SUPABASE_URL must use https://: over http:// the service_role key would "
+                "cross the network in clear (http:// is accepted for this machine only: "
+                "localhost, 127.0.0.1, ::1)"
+            )
         key = env_str("SUPABASE_SERVICE_ROLE_KEY", "", env)
         _check_service_key(key)
         tables = tuple(env_list("CHATSPAN_SUPABASE_TABLES", env)) or ("error",)
@@ -284,6 +370,18 @@ class SupabaseSettings:
             request_timeout_s=env_float("CHATSPAN_SUPABASE_REQUEST_TIMEOUT_S", 10.0, environ=env),
             export_timeout_s=env_float("CHATSPAN_SUPABASE_EXPORT_TIMEOUT_S", 10.0, environ=env),
         )
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether `host` names this machine (localhost or a loopback address)."""
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_service_key(key: str) -> None:
@@ -347,6 +445,9 @@ class AlertSettings:
     new_fingerprint: bool = True
     cooldown_minutes: float = 30.0
     interval_s: float = 60.0
+    # Posts at most, the summary of the rest included: chat users can cause many errors.
+    max_per_check: int = 5
+    max_per_hour: int = 20
 
     def __repr__(self) -> str:  # a webhook URL is a secret (Slack's are)
         return f"AlertSettings(webhook_url={'<set>' if self.webhook_url else None}, ...)"
@@ -368,4 +469,6 @@ class AlertSettings:
                 "CHATSPAN_ALERT_COOLDOWN_MINUTES", 30.0, minimum=-1, environ=env
             ),
             interval_s=env_float("CHATSPAN_ALERT_INTERVAL_S", 60.0, environ=env),
+            max_per_check=int(env_float("CHATSPAN_ALERT_MAX_PER_CHECK", 5, environ=env)),
+            max_per_hour=int(env_float("CHATSPAN_ALERT_MAX_PER_HOUR", 20, environ=env)),
         )

@@ -2,12 +2,15 @@
 
 Both functions emit through the global tracer provider, so what they record reaches
 every configured exporter (rows, Supabase, a trace viewer), exactly like an
-instrumented request.
+instrumented request; and like the instrumentation, they redact text (chat text, error
+messages, stack traces, extra attributes) before it is put on the span, by the rules of
+``CHATSPAN_REDACT`` and ``CHATSPAN_REDACT_PATTERNS``.
 """
 
 from __future__ import annotations
 
 import logging
+from types import ModuleType
 from typing import Any
 
 from opentelemetry import trace
@@ -45,6 +48,8 @@ def log_chat(
     GenAI names, and any other name (``**{"gen_ai.response.model": ...}``) is kept as is.
     """
     _warn_if_no_provider()
+    redaction = _redaction()
+    redact = redaction.configured_redactor()
     values = {
         sc.CHATSPAN_KIND: sc.CHATSPAN_KIND_CHAT,
         sc.GEN_AI_OPERATION_NAME: sc.OPERATION_CHAT,
@@ -52,10 +57,11 @@ def log_chat(
         sc.DIFY_APP_ID: app_id,
         sc.GEN_AI_CONVERSATION_ID: conversation_id,
         sc.USER_ID: user_id,
-        sc.INPUT_VALUE: input_text,
-        sc.OUTPUT_VALUE: output_text,
+        sc.INPUT_VALUE: redact(input_text) if input_text else input_text,
+        sc.OUTPUT_VALUE: redact(output_text) if output_text else output_text,
         sc.CHATSPAN_LATENCY_MS: latency_ms,
-        **_expand(attributes),
+        **_expand(attributes, redaction),
+        sc.CHATSPAN_REDACTED: True,
     }
     with _tracer.start_as_current_span(f"chat {app_id or 'app'}", attributes=sc.present(values)):
         pass
@@ -71,10 +77,18 @@ def log_error(
 ) -> None:
     """Record one error as an ``exception`` event; ``exc`` adds its stack trace."""
     _warn_if_no_provider()
+    redaction = _redaction()
+    redact = redaction.configured_redactor()
     span_attributes = sc.present(
-        {sc.USER_ID: user_id, sc.CHATSPAN_NODE_ID: node, **_expand(attributes)}
+        {
+            sc.USER_ID: user_id,
+            sc.CHATSPAN_NODE_ID: node,
+            **_expand(attributes, redaction),
+            sc.CHATSPAN_REDACTED: True,
+        }
     )
-    event = {sc.EXCEPTION_TYPE: type_error, sc.EXCEPTION_MESSAGE: error_message}
+    message = redact(error_message)
+    event = {sc.EXCEPTION_TYPE: type_error, sc.EXCEPTION_MESSAGE: message}
     with _tracer.start_as_current_span(
         f"error {type_error}",
         attributes=span_attributes,
@@ -82,15 +96,30 @@ def log_error(
         set_status_on_exception=False,
     ) as span:
         if exc is not None:
-            span.record_exception(exc, attributes=event)
+            span.record_exception(
+                exc, attributes={**redaction.exception_attributes(redact, exc), **event}
+            )
         else:
-            span.add_event(sc.EXCEPTION_EVENT, event)
+            span.add_event(sc.EXCEPTION_EVENT, {**event, sc.CHATSPAN_REDACTED: True})
         span.set_attribute(sc.ERROR_TYPE, type_error)
-        span.set_status(Status(StatusCode.ERROR, error_message))
+        span.set_status(Status(StatusCode.ERROR, message))
 
 
-def _expand(attributes: dict[str, Any]) -> dict[str, Any]:
-    return {_ALIASES.get(name, name): value for name, value in attributes.items()}
+def _expand(attributes: dict[str, Any], redaction: ModuleType) -> dict[str, Any]:
+    """Keyword attributes under their attribute names. The shorthands are identifiers
+    and counts; the others may hold any text, so they are redacted."""
+    shorthands = {_ALIASES[name]: v for name, v in attributes.items() if name in _ALIASES}
+    others = {name: v for name, v in attributes.items() if name not in _ALIASES}
+    return {**shorthands, **redaction.redact_values(redaction.configured_redactor(), others)}
+
+
+def _redaction() -> ModuleType:
+    """The instrumentation's redaction, imported on first use: importing the
+    instrumentation package costs every ``import chatspan`` (the exporters, the query
+    service) tens of milliseconds otherwise."""
+    from chatspan.instrumentation import redaction  # noqa: PLC0415
+
+    return redaction
 
 
 def _warn_if_no_provider() -> None:

@@ -4,6 +4,13 @@ Spans arrive by three roads (the SDK exporter, the Supabase exporter, OTLP inges
 road first turns its span into a :class:`SpanData`, and :func:`map_spans` turns those into
 :class:`ChatRecord` / :class:`ErrorRecord` values. A chat therefore looks the same in the
 tables whichever road it took.
+
+Text is redacted here too (``CHATSPAN_REDACT``, ``CHATSPAN_REDACT_PATTERNS``): chat
+text, error messages, stack traces and the attributes copied into the row. Text
+chatspan's instrumentation or manual API redacted before it made the span is marked
+``chatspan.redacted`` and not redacted again, so the in-process road pays once; what
+other instrumentations recorded (an exception a server instrumentation records in
+clear) and what arrives over OTLP is redacted on its way into a row.
 """
 
 from __future__ import annotations
@@ -17,11 +24,14 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from opentelemetry.trace import StatusCode
 
 from chatspan import semconv as sc
+
+if TYPE_CHECKING:
+    from chatspan.instrumentation.redaction import Redactor
 
 _logger = logging.getLogger(__name__)
 
@@ -241,11 +251,15 @@ def _map_span(span: SpanData) -> tuple[ChatRecord | None, list[ErrorRecord]]:
     """A chat span gives a chat record; every ``exception`` event gives an error record."""
     trace_hex = f"{span.trace_id:032x}"
     span_hex = f"{span.span_id:016x}"
-    chat = _chat_record(span, trace_hex, span_hex) if is_chat_row(span) else None
+    chat = (
+        _chat_record(span, trace_hex, span_hex, _redaction_for(span.attributes))
+        if is_chat_row(span)
+        else None
+    )
     errors = (
         [
-            _error_record(span, event, index, trace_hex, span_hex)
-            for index, event in _exception_events(span)
+            _error_record(span, event, index, message, redact, trace_hex, span_hex)
+            for index, event, message, redact in _exception_events(span)
         ]
         if span.events
         else []
@@ -253,13 +267,28 @@ def _map_span(span: SpanData) -> tuple[ChatRecord | None, list[ErrorRecord]]:
     return chat, errors
 
 
-def _exception_events(span: SpanData) -> Iterator[tuple[int, SpanEvent]]:
-    """The span's exception events that are errors of their own.
+def _redaction_for(attributes: Mapping[str, Any]) -> Redactor | None:
+    """None when chatspan redacted this span's (or event's) text already, else the
+    configured redaction."""
+    if attributes.get(sc.CHATSPAN_REDACTED):
+        return None
+    # Imported here: the instrumentation package imports this module.
+    from chatspan.instrumentation.redaction import configured_redactor  # noqa: PLC0415
+
+    return configured_redactor()
+
+
+def _exception_events(
+    span: SpanData,
+) -> Iterator[tuple[int, SpanEvent, str | None, Redactor | None]]:
+    """The span's exception events that are errors of their own, each with its message
+    as stored and the redaction its other text still needs.
 
     Skipped: an exception recorded twice on the same span (server instrumentations and
     framework hooks can both see it, at different depths of its traceback, so type and
-    message decide), and one the chat span below already holds (the server span is
-    then marked with the exception's type).
+    message as stored decide: one copy may be redacted already, the other not), and one
+    the chat span below already holds (the server span is then marked with the
+    exception's type).
     """
     on_chat_span = _short_type(span.attributes.get(sc.CHATSPAN_EXCEPTION_ON_CHAT_SPAN))
     seen: set[tuple[Any, Any]] = set()
@@ -270,11 +299,13 @@ def _exception_events(span: SpanData) -> Iterator[tuple[int, SpanEvent]]:
         kind = attributes.get(sc.EXCEPTION_TYPE)
         if on_chat_span is not None and _short_type(kind) == on_chat_span:
             continue
-        key = (kind, attributes.get(sc.EXCEPTION_MESSAGE))
+        redact = _redaction_for(attributes)
+        message = _text(attributes.get(sc.EXCEPTION_MESSAGE), redact)
+        key = (kind, message)
         if key in seen:
             continue
         seen.add(key)
-        yield index, event
+        yield index, event, message, redact
 
 
 def _short_type(name: Any) -> str | None:
@@ -354,6 +385,7 @@ _CHAT_CONSUMED = frozenset(
         sc.HTTP_ROUTE,
         sc.CHATSPAN_ROUTE,
         sc.OPENINFERENCE_SPAN_KIND,
+        sc.CHATSPAN_REDACTED,
     }
 )
 _ERROR_CONSUMED = frozenset(
@@ -368,11 +400,14 @@ _ERROR_CONSUMED = frozenset(
         sc.SESSION_ID,
         sc.CHATSPAN_NODE_TITLE,
         sc.CHATSPAN_NODE_TYPE,
+        sc.CHATSPAN_REDACTED,
     }
 )
 
 
-def _chat_record(span: SpanData, trace_hex: str, span_hex: str) -> ChatRecord:
+def _chat_record(
+    span: SpanData, trace_hex: str, span_hex: str, redact: Redactor | None
+) -> ChatRecord:
     # Runs once per exported chat: plain lookups, where the first present value wins.
     get = span.attributes.get
     input_tokens = _int(get(sc.GEN_AI_USAGE_INPUT_TOKENS))
@@ -396,8 +431,10 @@ def _chat_record(span: SpanData, trace_hex: str, span_hex: str) -> ChatRecord:
         _str(get(sc.GEN_AI_CONVERSATION_ID) or get(sc.SESSION_ID)),  # conversation_id
         _str(get(sc.DIFY_MESSAGE_ID) or get(sc.GEN_AI_RESPONSE_ID)),  # message_id
         _str(get(sc.USER_ID) or get(sc.ENDUSER_ID)),  # user_id
-        _text(get(sc.INPUT_VALUE)) or _last_user_message(get(sc.GEN_AI_INPUT_MESSAGES)),
-        _text(get(sc.OUTPUT_VALUE)) or _assistant_text(get(sc.GEN_AI_OUTPUT_MESSAGES)),
+        _text(get(sc.INPUT_VALUE), redact)
+        or _last_user_message(get(sc.GEN_AI_INPUT_MESSAGES), redact),
+        _text(get(sc.OUTPUT_VALUE), redact)
+        or _assistant_text(get(sc.GEN_AI_OUTPUT_MESSAGES), redact),
         latency_ms,
         first_chunk_s * 1000 if first_chunk_s is not None else None,  # time_to_first_token_ms
         _str(
@@ -411,7 +448,7 @@ def _chat_record(span: SpanData, trace_hex: str, span_hex: str) -> ChatRecord:
         None if stream is None else ("streaming" if stream else "blocking"),  # response_mode
         _str(get(sc.CHATSPAN_ROUTE) or get(sc.HTTP_ROUTE)),  # route
         _str(span.service_name),
-        _extra_attributes(span.attributes, _CHAT_CONSUMED, span.dropped_attributes),
+        _extra_attributes(span.attributes, _CHAT_CONSUMED, span.dropped_attributes, redact),
     )
 
 
@@ -422,7 +459,13 @@ def _chat_status(span: SpanData) -> str:
 
 
 def _error_record(
-    span: SpanData, event: SpanEvent, index: int, trace_hex: str, span_hex: str
+    span: SpanData,
+    event: SpanEvent,
+    index: int,
+    message: str | None,
+    redact: Redactor | None,
+    trace_hex: str,
+    span_hex: str,
 ) -> ErrorRecord:
     e, a = event.attributes, span.attributes
 
@@ -435,10 +478,9 @@ def _error_record(
         return None
 
     type_error = _str(e.get(sc.EXCEPTION_TYPE)) or "Error"
-    message = _text(e.get(sc.EXCEPTION_MESSAGE))
-    stacktrace = _text(e.get(sc.EXCEPTION_STACKTRACE))
-    extra = _extra_attributes(e, _ERROR_CONSUMED, event.dropped_attributes)
-    extra.setdefault("span.name", span.name)
+    stacktrace = _text(e.get(sc.EXCEPTION_STACKTRACE), redact)
+    extra = _extra_attributes(e, _ERROR_CONSUMED, event.dropped_attributes, redact)
+    extra.setdefault("span.name", redact.value(span.name) if redact else span.name)
     return ErrorRecord(
         id=row_id(trace_hex, span_hex, index),
         created_at=_datetime(event.timestamp_ns or span.start_ns),
@@ -492,13 +534,15 @@ def _str(value: Any) -> str | None:
     return _clean(value, MAX_ID_CHARS) or None
 
 
-def _text(value: Any) -> str | None:
-    """Chat content or an error text: kept whole up to MAX_TEXT_CHARS."""
+def _text(value: Any, redact: Redactor | None = None) -> str | None:
+    """Chat content or an error text: kept whole up to MAX_TEXT_CHARS, and redacted
+    when `redact` is given."""
     if type(value) is not str:
         if value is None:
             return None
         value = "\n".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-    return _clean(value, MAX_TEXT_CHARS) or None
+    text = _clean(value, MAX_TEXT_CHARS)
+    return (redact(text) if redact else text) or None
 
 
 def _int(value: Any) -> int | None:
@@ -545,18 +589,18 @@ def _message_text(message: Mapping[str, Any]) -> str:
     return content if isinstance(content, str) else ""
 
 
-def _last_user_message(value: Any) -> str | None:
+def _last_user_message(value: Any, redact: Redactor | None) -> str | None:
     for message in reversed(_messages(value)):
         if message.get("role") == "user":
-            return _text(_message_text(message))
+            return _text(_message_text(message), redact)
     return None
 
 
-def _assistant_text(value: Any) -> str | None:
+def _assistant_text(value: Any, redact: Redactor | None) -> str | None:
     texts = [
         _message_text(m) for m in _messages(value) if m.get("role", "assistant") == "assistant"
     ]
-    return _text("".join(texts))
+    return _text("".join(texts), redact)
 
 
 def _jsonable(value: Any) -> Any:
@@ -581,9 +625,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def _extra_attributes(
-    attributes: Mapping[str, Any], consumed: frozenset[str], dropped: int
+    attributes: Mapping[str, Any],
+    consumed: frozenset[str],
+    dropped: int,
+    redact: Redactor | None,
 ) -> dict[str, Any]:
-    """The attributes no column holds, capped; `dropped` were left out before this."""
+    """The attributes no column holds, capped and redacted when `redact` is given;
+    `dropped` were left out before this."""
     # One pass over the keys, as this runs for every record: the values of consumed keys
     # are never touched (reading them costs as much as the rest of this function).
     extra: dict[str, Any] = {}
@@ -592,13 +640,25 @@ def _extra_attributes(
         if key in consumed:
             continue
         if kept < MAX_EXTRA_ATTRIBUTES:
-            extra[_clean(str(key), 256)] = _jsonable(attributes[key])
+            value = _jsonable(attributes[key])
+            extra[_clean(str(key), 256)] = value if redact is None else _redacted(value, redact)
             kept += 1
         else:
             dropped += 1
     if dropped:
         extra[sc.CHATSPAN_ATTRIBUTES_DROPPED] = dropped
     return extra
+
+
+def _redacted(value: Any, redact: Redactor) -> Any:
+    """A JSON value with its strings redacted (as attribute values: see Redactor.value)."""
+    if type(value) is str:
+        return redact.value(value)
+    if isinstance(value, list):
+        return [_redacted(item, redact) for item in value]
+    if isinstance(value, dict):
+        return {key: _redacted(item, redact) for key, item in value.items()}
+    return value
 
 
 _PYTHON_FRAME = re.compile(r'File "(?P<path>[^"]+)", line \d+, in (?P<function>\S+)')

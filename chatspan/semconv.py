@@ -94,6 +94,9 @@ CHATSPAN_EXCEPTION_ON_CHAT_SPAN = "chatspan.exception_on_chat_span"
 # Set on spans started inside a chat (a model call's GenAI span): part of the chat, not
 # a chat of their own.
 CHATSPAN_INSIDE_CHAT = "chatspan.inside_chat"
+# chatspan redacted this text itself: on a span, its attributes; on an exception event,
+# its message, stack trace and attributes. The mapping into rows redacts the rest.
+CHATSPAN_REDACTED = "chatspan.redacted"
 CHATSPAN_NODE_ID = "chatspan.node.id"
 CHATSPAN_NODE_TYPE = "chatspan.node.type"
 CHATSPAN_NODE_TITLE = "chatspan.node.title"

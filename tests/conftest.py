@@ -71,7 +71,7 @@ def _emptied_postgres(request: pytest.FixtureRequest, driver: str = "psycopg") -
     url = request.getfixturevalue("postgres_database")
     engine = make_engine(url, timeout_s=30)
     with engine.begin() as connection:
-        connection.execute(text('TRUNCATE dify_logs, "error"'))
+        connection.execute(text('TRUNCATE dify_logs, "error", chatspan_alert_state'))
     engine.dispose()
     return (
         make_url(url).set(drivername=f"postgresql+{driver}").render_as_string(hide_password=False)

@@ -35,10 +35,16 @@ def chat_attributes(i: int) -> dict:
     }
 
 
-def make_chat_span(tracer: Tracer, i: int, *, with_exception: bool = False) -> None:
-    """One chat span; with an exception event when asked."""
+def make_chat_span(
+    tracer: Tracer, i: int, *, with_exception: bool = False, redacted: bool = False
+) -> None:
+    """One chat span; with an exception event when asked; `redacted` marks it as
+    chatspan's instrumentation marks the text it redacted before the span."""
+    attributes = chat_attributes(i)
+    if redacted:
+        attributes[sc.CHATSPAN_REDACTED] = True
     with tracer.start_as_current_span(
-        f"chat app-{i % 7}", attributes=chat_attributes(i), record_exception=False
+        f"chat app-{i % 7}", attributes=attributes, record_exception=False
     ) as span:
         if with_exception:
             try:

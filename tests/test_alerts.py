@@ -1,5 +1,7 @@
 """Alerts posted to a local webhook receiver: error count, error rate, a new
-fingerprint; deduplicated for the cool-down; run by the query service itself."""
+fingerprint; deduplicated for the cool-down; run by the query service itself; and what
+chat users can make them say: no mentions or disguised links, no flood, no repeats
+after a restart."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
 
 from chatspan import semconv as sc
 from chatspan.config import AlertSettings, ApiSettings
@@ -18,6 +21,7 @@ from chatspan.query_api import create_app
 from chatspan.query_api.alerts import Alerter
 from chatspan.records import SpanData, SpanEvent
 from chatspan.store.engine import make_engine
+from chatspan.store.tables import alert_state
 from chatspan.store.writer import RecordWriter
 
 from servers import wait_for
@@ -89,6 +93,17 @@ def _write(
     engine.dispose()
 
 
+def _age_alert_state(url: str, key: str, by: timedelta) -> None:
+    """Move the moment an alert was last sent back in time."""
+    engine = make_engine(url, timeout_s=10)
+    with engine.begin() as connection:
+        noted = connection.scalar(select(alert_state.c.noted_at).where(alert_state.c.key == key))
+        connection.execute(
+            update(alert_state).where(alert_state.c.key == key).values(noted_at=noted - by)
+        )
+    engine.dispose()
+
+
 def _alerter(url: str, webhook: str, **overrides) -> Alerter:
     settings = AlertSettings(
         webhook_url=webhook, errors=5, error_rate=0.3, min_chats=10, cooldown_minutes=30
@@ -109,7 +124,7 @@ def test_too_many_errors_alert_once_within_the_cool_down(database_url, receiver)
     assert received[0]["value"] == 7 and received[0]["threshold"] == 5
     assert received[0]["text"].startswith("chatspan: 7 errors in the last 5 min")
     assert alerter.check() == []  # the same alert, within the cool-down
-    alerter.last_sent["errors"] -= 31 * 60  # ... and after it
+    _age_alert_state(database_url, "errors", timedelta(minutes=31))  # ... and after it
     assert [a.key for a in alerter.check()] == ["errors"]
     assert len(received) == 2
 
@@ -140,7 +155,7 @@ def test_a_never_seen_fingerprint_alerts_once(database_url, receiver):
     webhook, received = receiver
     _write(database_url, errors=[("KeyError", "missing key 12")], ago=timedelta(days=3))
     alerter = _alerter(database_url, webhook, errors=0)
-    assert alerter.check() == []  # learns what exists
+    assert alerter.check() == []  # the KeyError is older than the window
     _write(
         database_url,
         errors=[("KeyError", "missing key 47"), ("QuotaError", "quota reached for app 7")],
@@ -183,3 +198,82 @@ def test_a_bad_webhook_url_names_the_variable():
 
     with pytest.raises(ConfigError, match="CHATSPAN_ALERT_WEBHOOK_URL"):
         AlertSettings.from_env({"CHATSPAN_ALERT_WEBHOOK_URL": "hooks.slack.com/x"})
+
+
+# -- what a chat user can make the alerter say -----------------------------------------
+
+HOSTILE = "<!channel> <@U123> <https://evil.example|Click here> & win"
+
+
+def _distinct_messages(count: int) -> list[str]:
+    """Messages that fingerprint apart (letters: the fingerprint ignores numbers)."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return [
+        f"failure {letters[i % 26]}{letters[i // 26 % 26]}{letters[i // 676]}" for i in range(count)
+    ]
+
+
+def test_chat_controlled_text_cannot_ping_or_link_in_chat_tools(database_url, receiver):
+    webhook, received = receiver
+    alerter = _alerter(database_url, webhook, errors=0)
+    alerter.check()
+    _write(database_url, errors=[("ValueError", HOSTILE), ("<!here>", "x" * 5_140)])
+    alerter.check()
+    hostile, long = received
+    assert hostile["text"] == (
+        "chatspan: a new error: ValueError: &lt;!channel&gt; &lt;@U123&gt; "
+        "&lt;https://evil.example|Click here&gt; &amp; win"
+    )
+    assert "<" not in long["text"] and long["text"].startswith(
+        "chatspan: a new error: &lt;!here&gt;"
+    )
+    assert len(long["text"]) <= 500
+    assert len(long["sample_message"]) <= 300
+
+
+def test_a_flood_of_new_errors_posts_a_few_alerts_and_one_summary(database_url, receiver):
+    webhook, received = receiver
+    alerter = _alerter(database_url, webhook, errors=5, max_per_check=5, max_per_hour=12)
+    alerter.check()
+    _write(database_url, errors=[("ValueError", m) for m in _distinct_messages(100)])
+    alerter.check()
+    assert len(received) == 5  # the cap per check, the summary included
+    *alerts, summary = received
+    assert [a["alert"] for a in alerts] == [
+        "errors",
+        "new_fingerprint",
+        "new_fingerprint",
+        "new_fingerprint",
+    ]
+    assert summary["alert"] == "summary"
+    assert summary["held_back"] == {"new_fingerprint": 97}
+    assert "97" in summary["text"]
+    # More floods within the hour: at most the hourly cap in all.
+    for batch in range(3):
+        _write(database_url, errors=[(f"Error{batch}", m) for m in _distinct_messages(20)])
+        alerter.check()
+    assert len(received) == 12
+    assert received[-1]["alert"] == "summary"
+    # What the hourly cap held back is summed up once the hour has passed.
+    alerter.check(now=datetime.now(timezone.utc) + timedelta(minutes=61))
+    assert received[-1]["alert"] == "summary"
+    assert received[-1]["held_back"] == {"new_fingerprint": 20}
+
+
+def test_a_restart_neither_repeats_nor_misses_new_errors(database_url, receiver):
+    webhook, received = receiver
+    first = _alerter(database_url, webhook, errors=0)
+    first.check()
+    _write(database_url, errors=[("ValueError", m) for m in _distinct_messages(3)])
+    assert len(first.check()) == 3
+    # The service restarts; errors arrive while it is down.
+    _write(database_url, errors=[("KeyError", "a new kind of failure")])
+    second = _alerter(database_url, webhook, errors=0)
+    assert [a.payload["type_error"] for a in second.check()] == ["KeyError"]
+    assert len(received) == 4
+    # What has been announced is kept in the database, not in the service's memory.
+    engine = make_engine(database_url, timeout_s=10)
+    with engine.connect() as connection:
+        stored = connection.scalar(select(func.count()).select_from(alert_state))
+    engine.dispose()
+    assert stored == 4

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 
 import pytest
 from memory import peak_growth
 
-from chatspan.config import CaptureSettings, ConfigError
+from chatspan.config import DEFAULT_MAX_CONTENT_CHARS, CaptureSettings
 from chatspan.instrumentation import build_telemetry
 from chatspan.instrumentation.chat_call import ChatCall
 from chatspan.instrumentation.dify_identity import app_key_digest
@@ -18,9 +19,9 @@ from chatspan.instrumentation.profiles import (
     DIFY,
     ChatRoute,
     Router,
-    custom_routes,
     dify_routes,
     openai_routes,
+    read_custom_routes,
 )
 from chatspan.instrumentation.redaction import Redactor
 from chatspan.instrumentation.sse import EventBuffer, data_lines
@@ -95,7 +96,7 @@ def test_the_app_key_becomes_a_stable_non_secret_name():
 
 
 def test_custom_routes_from_configuration():
-    routes = custom_routes(
+    routes, problems = read_custom_routes(
         json.dumps(
             [
                 {"path": "/ask", "query": "question", "user": "who.id", "answer": "reply.text"},
@@ -103,6 +104,7 @@ def test_custom_routes_from_configuration():
             ]
         )
     )
+    assert problems == []
     router = Router(routes)
     ask = router.match("POST", "/ask").route
     assert ask.operation == CHAT
@@ -128,8 +130,10 @@ def test_custom_routes_from_configuration():
     ],
 )
 def test_bad_custom_routes_name_the_variable(raw, message):
-    with pytest.raises(ConfigError, match=message):
-        custom_routes(raw)
+    routes, (problem,) = read_custom_routes(raw)
+    assert routes == []
+    assert re.search(message, problem), problem
+    assert "skipped" in problem
 
 
 def test_redaction_rules():
@@ -148,6 +152,26 @@ def test_redaction_rules():
     assert custom("a@b.co TICKET-7") == "a@b.co [REDACTED]"
 
 
+def test_redaction_leaves_identifiers_and_dates_alone():
+    redact = Redactor()
+    for kept in (
+        "550e8400-e29b-41d4-a716-446655440000",  # a UUID's last group is no phone number
+        "msg-1234567",
+        "on 2026-11-01 at noon",
+        "2026-11-01 12:00:00",
+    ):
+        assert redact(kept) == kept
+    assert redact("call 415 555 0132 or +44 20 7946 0958") == (
+        "call [REDACTED_PHONE] or [REDACTED_PHONE]"
+    )
+    # An attribute value of digits alone is an identifier (Dify's node ids are
+    # millisecond timestamps); in text, the same digits may be a phone number.
+    assert redact.value("1711528914102") == "1711528914102"
+    assert redact("1711528914102") == "[REDACTED_PHONE]"
+    assert redact.value("4111111111111111") == "[REDACTED_CARD]"
+    assert redact.value("mail a@b.co") == "mail [REDACTED_EMAIL]"
+
+
 def test_capture_settings_follow_chatspan_then_the_genai_switch():
     genai = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
     assert CaptureSettings.from_env({}).capture_content is True
@@ -157,12 +181,26 @@ def test_capture_settings_follow_chatspan_then_the_genai_switch():
     assert CaptureSettings.from_env({genai: "EVENT_ONLY"}).capture_content is False
     both = {genai: "false", "CHATSPAN_CAPTURE_CONTENT": "true"}
     assert CaptureSettings.from_env(both).capture_content is True
-    with pytest.raises(ConfigError, match="CHATSPAN_CAPTURE_CONTENT"):
-        CaptureSettings.from_env({"CHATSPAN_CAPTURE_CONTENT": "sometimes"})
-    with pytest.raises(ConfigError, match="CHATSPAN_REDACT_PATTERNS"):
-        CaptureSettings.from_env({"CHATSPAN_REDACT_PATTERNS": "(unclosed"})
-    with pytest.raises(ConfigError, match="CHATSPAN_MAX_CONTENT_CHARS"):
-        CaptureSettings.from_env({"CHATSPAN_MAX_CONTENT_CHARS": "lots"})
+    assert CaptureSettings.from_env(both).problems == ()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fallback"),
+    [
+        ("CHATSPAN_CAPTURE_CONTENT", "sometimes", {"capture_content": False}),
+        ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "maybe", {"capture_content": False}),
+        ("CHATSPAN_REDACT", "nah", {"redact": True}),
+        # A pattern that does not compile cannot mask what it was meant to: no content.
+        ("CHATSPAN_REDACT_PATTERNS", '["TICKET-\\\\d+", "(unclosed"]', {"capture_content": False}),
+        ("CHATSPAN_MAX_CONTENT_CHARS", "lots", {"max_content_chars": DEFAULT_MAX_CONTENT_CHARS}),
+    ],
+)
+def test_a_capture_setting_not_understood_falls_back_and_is_named(variable, value, fallback):
+    settings = CaptureSettings.from_env({variable: value})
+    assert {name: getattr(settings, name) for name in fallback} == fallback
+    (problem,) = settings.problems
+    assert problem.startswith(variable), problem
+    assert f"{value!r}" in problem or "(unclosed" in problem
 
 
 def test_an_endless_stream_keeps_memory_bounded(monkeypatch):

@@ -232,12 +232,26 @@ def test_an_exporter_that_is_not_installed_leaves_the_others_exporting(sqlite_ur
     assert "Traceback" not in log
 
 
-def test_bad_custom_routes_name_the_variable_and_the_app_runs(tmp_path, sqlite_url):
-    env = clean_env(CHATSPAN_DATABASE_URL=sqlite_url, CHATSPAN_CHAT_ROUTES='[{"pth": "/x"}]')
+def test_a_typo_in_a_chat_setting_is_named_and_every_other_chat_recorded(tmp_path, sqlite_url):
+    env = clean_env(
+        CHATSPAN_DATABASE_URL=sqlite_url,
+        CHATSPAN_CHAT_ROUTES='[{"pth": "/x"}]',
+        CHATSPAN_CAPTURE_CONTENT="nope",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
     with run_app("flask", tmp_path, env) as app:
-        assert httpx.get(app.base_url + "/v1/parameters").status_code == 200
+        httpx.post(
+            app.base_url + "/v1/chat-messages",
+            headers=HEADERS,
+            json={"query": "typo", "user": "u-typo", "response_mode": "blocking", "inputs": {}},
+        )
+        (row,) = wait_for(lambda: rows_where(sqlite_url, "dify_logs", user_id="u-typo"))
         log = app.log()
-    assert "CHATSPAN_CHAT_ROUTES[0]" in log
+    assert row["input_text"] is None and row["output_text"] is None  # the safer choice
+    (routes_line,) = [line for line in log.splitlines() if "CHATSPAN_CHAT_ROUTES[0]" in line]
+    assert "skipped" in routes_line
+    (capture_line,) = [line for line in log.splitlines() if "CHATSPAN_CAPTURE_CONTENT" in line]
+    assert "'nope'" in capture_line and "not captured" in capture_line
     assert "Traceback" not in log
 
 

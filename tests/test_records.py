@@ -279,3 +279,22 @@ def test_too_many_attributes_are_capped_and_counted():
     (chat,) = map_spans([span]).chats
     assert chat.attributes["chatspan.attributes_dropped"] == 10_000 - 256
     assert len(chat.attributes) == 257
+
+
+def test_text_chatspan_redacted_is_not_redacted_again_and_the_rest_is(tracer_and_spans):
+    """The in-process road redacts before the span and marks it, and the mapping does
+    not pay again; what no chatspan redaction saw (another instrumentation's event, a
+    span from OTLP) is redacted on its way into a row."""
+    tracer, spans = tracer_and_spans
+    for marked in (True, False):
+        attributes = {sc.CHATSPAN_KIND: "chat", sc.INPUT_VALUE: "from a@b.co"}
+        with tracer.start_as_current_span(
+            "chat", attributes={**attributes, sc.CHATSPAN_REDACTED: marked}
+        ) as span:
+            # An event another instrumentation recorded on chatspan's own span.
+            span.add_event(sc.EXCEPTION_EVENT, {sc.EXCEPTION_MESSAGE: "for a@b.co"})
+    (kept, redacted) = map_spans(spans()).chats
+    assert kept.input_text == "from a@b.co"  # as the instrumentation left it (its rules)
+    assert redacted.input_text == "from [REDACTED_EMAIL]"
+    assert sc.CHATSPAN_REDACTED not in kept.attributes
+    assert {e.error_message for e in map_spans(spans()).errors} == {"for [REDACTED_EMAIL]"}

@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from chatspan.config import CaptureSettings, ConfigError
+from chatspan.config import CaptureSettings
 from chatspan.instrumentation import (
     dify_identity,
     distro,
@@ -34,13 +34,13 @@ from chatspan.instrumentation.chat_call import ChatTelemetry
 from chatspan.instrumentation.profiles import (
     ChatRoute,
     Router,
-    custom_routes,
     dify_routes,
     openai_routes,
+    read_custom_routes,
 )
 from chatspan.instrumentation.redaction import Redactor
 
-__all__ = ["ChatInstrumentor", "ChatRoute"]
+__all__ = ["ChatInstrumentor", "ChatRoute", "settings_problems"]
 
 _logger = logging.getLogger(__name__)
 
@@ -57,9 +57,7 @@ class ChatInstrumentor(BaseInstrumentor):
         return ()  # hooks whichever of Flask, Starlette and gevent is installed
 
     def _instrument(self, **kwargs: Any) -> None:
-        telemetry = _telemetry_or_none(kwargs.get("tracer_provider"), kwargs.get("routes", ()))
-        if telemetry is None:
-            return
+        telemetry = build_telemetry(kwargs.get("tracer_provider"), kwargs.get("routes", ()))
         ACTIVATION.enable_everywhere(telemetry)
         _install_hooks(kwargs.get("tracer_provider"))
         if kwargs.get("tracer_provider") is None:  # the process's provider, whoever set it
@@ -78,9 +76,7 @@ class ChatInstrumentor(BaseInstrumentor):
         routes: Iterable[ChatRoute] = (),
     ) -> None:
         """Instrument one Flask or Starlette/FastAPI app (created before or after)."""
-        telemetry = _telemetry_or_none(tracer_provider, routes)
-        if telemetry is None:
-            return
+        telemetry = build_telemetry(tracer_provider, routes)
         ACTIVATION.enable_for(app, telemetry)
         _install_hooks(tracer_provider)
         if hasattr(app, "user_middleware"):  # Starlette: rebuild its stack with ours
@@ -94,30 +90,32 @@ class ChatInstrumentor(BaseInstrumentor):
 def build_telemetry(
     tracer_provider: trace.TracerProvider | None = None, routes: Iterable[ChatRoute] = ()
 ) -> ChatTelemetry:
-    """Settings from the environment; raises ConfigError naming a bad variable."""
-    capture = CaptureSettings.from_env()
-    all_routes = [
-        *routes,
-        *custom_routes(os.environ.get("CHATSPAN_CHAT_ROUTES", "")),
-        *dify_routes(),
-        *openai_routes(),
-    ]
+    """Settings from the environment. A setting that is not understood is skipped and
+    named in an error line; chats keep being recorded with the rest."""
+    capture, custom, problems = _chat_settings(os.environ)
+    for problem in problems:
+        _logger.error("chatspan: %s", problem)
     return ChatTelemetry(
         tracer=trace.get_tracer("chatspan", tracer_provider=tracer_provider),
-        router=Router(all_routes),
+        router=Router([*routes, *custom, *dify_routes(), *openai_routes()]),
         capture=capture,
         redact=Redactor(builtin=capture.redact, patterns=capture.redact_patterns),
     )
 
 
-def _telemetry_or_none(
-    tracer_provider: trace.TracerProvider | None, routes: Iterable[ChatRoute]
-) -> ChatTelemetry | None:
-    try:
-        return build_telemetry(tracer_provider, routes)
-    except ConfigError as error:
-        _logger.error("chatspan: chat instrumentation is off: %s", error)
-        return None
+def settings_problems(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The chat settings of `environ` (default: this process's) that are skipped, each
+    with why and what chatspan does instead, for a health check to show; empty when
+    every one was understood."""
+    return _chat_settings(os.environ if environ is None else environ)[2]
+
+
+def _chat_settings(
+    environ: Mapping[str, str],
+) -> tuple[CaptureSettings, list[ChatRoute], list[str]]:
+    capture = CaptureSettings.from_env(environ)
+    routes, route_problems = read_custom_routes(environ.get("CHATSPAN_CHAT_ROUTES", ""))
+    return capture, routes, [*capture.problems, *route_problems]
 
 
 # Hooks into the frameworks (and what the app calls while serving a chat), installed

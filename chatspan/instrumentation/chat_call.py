@@ -35,7 +35,7 @@ from chatspan.instrumentation.profiles import (
     content_text,
     decode_pieces,
 )
-from chatspan.instrumentation.redaction import Redactor
+from chatspan.instrumentation.redaction import Redactor, exception_attributes, redact_values
 from chatspan.instrumentation.sse import EventBuffer, data_lines
 from chatspan.records import REFUSED_STATUSES
 
@@ -254,7 +254,7 @@ class ChatCall:
         for exception, at in raised:
             span.record_exception(
                 exception,
-                attributes={sc.EXCEPTION_MESSAGE: redact(str(exception))},
+                attributes=exception_attributes(redact, exception),
                 timestamp=at,
                 escaped=True,
             )
@@ -262,9 +262,10 @@ class ChatCall:
             span.add_event(
                 sc.EXCEPTION_EVENT,
                 {
+                    **redact_values(redact, sc.present(found.attributes)),
                     sc.EXCEPTION_TYPE: found.type,
                     sc.EXCEPTION_MESSAGE: redact(found.message),
-                    **sc.present(found.attributes),
+                    sc.CHATSPAN_REDACTED: True,
                 },
             )
 
@@ -342,6 +343,7 @@ class ChatCall:
             sc.DIFY_APP_ID: request.app_id,
             sc.DIFY_APP_NAME: request.app_name,
             **request.attributes,
+            sc.CHATSPAN_REDACTED: True,  # its text is put on it redacted
         }
         if not self._request_captured:
             attributes[sc.CHATSPAN_REQUEST_CAPTURED] = False
@@ -426,14 +428,16 @@ def record_outside_chat(
 ) -> None:
     """Record an exception of a request that is not a chat.
 
-    On the current span when there is one (the server span): recorded exactly as the
-    server instrumentation records it, so when it records the same exception again the
-    mapping stores the two copies once. Without a server span, on a span of its own,
+    On the current span when there is one (the server span): recorded as the server
+    instrumentation records it, but redacted, so when it records the same exception
+    again (in clear: chatspan cannot stop that) the mapping, which redacts that copy,
+    stores the two copies once. Without a server span, on a span of its own,
     so that the error still reaches the ``error`` table.
     """
+    attributes = exception_attributes(telemetry.redact, exception)
     span = trace.get_current_span()
     if span.is_recording():
-        span.record_exception(exception)
+        span.record_exception(exception, attributes=attributes)
         span.set_status(Status(StatusCode.ERROR, type(exception).__name__))
         return
     with telemetry.tracer.start_as_current_span(
@@ -443,7 +447,7 @@ def record_outside_chat(
         record_exception=False,
         set_status_on_exception=False,
     ) as error_span:
-        error_span.record_exception(exception)
+        error_span.record_exception(exception, attributes=attributes)
         error_span.set_status(Status(StatusCode.ERROR, type(exception).__name__))
 
 

@@ -560,18 +560,30 @@ class Router:
         return None
 
 
-def custom_routes(raw: str, variable: str = "CHATSPAN_CHAT_ROUTES") -> list[ChatRoute]:
-    """Parse the JSON list of custom chat routes; errors name `variable`."""
+def read_custom_routes(
+    raw: str, variable: str = "CHATSPAN_CHAT_ROUTES"
+) -> tuple[list[ChatRoute], list[str]]:
+    """Parse the JSON list of custom chat routes: the routes understood, and what is
+    wrong with the others (each naming `variable`). A route that is not understood is
+    skipped, never the others: a typo must not stop chats being recorded."""
     if not raw.strip():
-        return []
+        return [], []
     try:
         specs = json.loads(raw)
     except ValueError as error:
-        raise ConfigError(f"{variable} must be a JSON list of route objects: {error}") from None
+        return [], [f"{variable} must be a JSON list of route objects: {error}; {_ALL_SKIPPED}"]
     if not isinstance(specs, list):
-        raise ConfigError(f"{variable} must be a JSON list of route objects")
-    return [_custom_route(spec, index, variable) for index, spec in enumerate(specs)]
+        return [], [f"{variable} must be a JSON list of route objects; {_ALL_SKIPPED}"]
+    routes, problems = [], []
+    for index, spec in enumerate(specs):
+        try:
+            routes.append(_custom_route(spec, index, variable))
+        except ConfigError as error:
+            problems.append(f"{error}; this route is skipped, the others are recorded")
+    return routes, problems
 
+
+_ALL_SKIPPED = "every custom route is skipped; the built-in routes are recorded"
 
 _CUSTOM_KEYS = {
     "method",

@@ -4,33 +4,51 @@ Three rules, checked every ``CHATSPAN_ALERT_INTERVAL_S`` over the last
 ``CHATSPAN_ALERT_WINDOW_MINUTES``: more errors than ``CHATSPAN_ALERT_ERRORS``; a share
 of failed chats above ``CHATSPAN_ALERT_ERROR_RATE`` (with at least
 ``CHATSPAN_ALERT_MIN_CHATS`` chats); and an error whose fingerprint was never seen
-before. Each alert is a JSON POST with a Slack-compatible ``text``; the same alert (the
-same rule, or the same fingerprint) is not sent again within
-``CHATSPAN_ALERT_COOLDOWN_MINUTES``. Run alerts in one instance of the service.
+before. Each alert is a JSON POST with a Slack-compatible ``text``; the same rule is not
+sent again within ``CHATSPAN_ALERT_COOLDOWN_MINUTES``, and a new fingerprint is
+announced once. Run alerts in one instance of the service.
+
+Errors are text chat users can shape, so what reaches a chat tool is defused: ``&``,
+``<`` and ``>`` are escaped in ``text`` (Slack reads ``<!channel>``, ``<@U123>`` and
+``<https://...|label>`` as mentions and links), samples are clipped, and at most
+``CHATSPAN_ALERT_MAX_PER_CHECK`` posts go out per check and ``CHATSPAN_ALERT_MAX_PER_HOUR``
+per hour, the last of them a summary of what was held back. What has been announced is
+kept in the database (``chatspan_alert_state``), not in memory, so memory stays flat
+however many distinct errors arrive, and a restart repeats nothing.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import Engine, case, false, func, select
+from sqlalchemy import Connection, Engine, case, delete, exists, false, func, literal, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from chatspan import semconv as sc
 from chatspan.config import AlertSettings
-from chatspan.store.tables import dify_logs, error
+from chatspan.store.tables import alert_state, dify_logs, error
 
 _logger = logging.getLogger(__name__)
+
+SAMPLE_CHARS = 300  # of an error message, in a new-error alert
+TEXT_CHARS = 500  # of an alert's text
+NEW_PER_CHECK = 1_000  # new fingerprints read per check; the rest wait for the next
+STATE_KEPT = timedelta(days=30)  # announcements older than this are forgotten
+_FINGERPRINT = "fingerprint:"
+_HOUR = timedelta(hours=1)
 
 
 @dataclass
 class Alert:
-    key: str  # what the cool-down is counted by
+    key: str  # what the cool-down is counted by, and the alert_state row it notes
     payload: dict[str, Any]
 
 
@@ -38,41 +56,66 @@ class Alert:
 class Alerter:
     engine: Engine
     settings: AlertSettings
-    known_fingerprints: set[str] | None = None
-    last_sent: dict[str, float] = field(default_factory=dict)
     sent: int = 0
+    # Bounded: the times of this hour's posts (at most the hourly cap), and how many
+    # alerts of each rule were held back since the last summary.
+    _posted_at: deque[datetime] = field(default_factory=deque, init=False, repr=False)
+    _held_back: Counter[str] = field(default_factory=Counter, init=False, repr=False)
 
     def check(self, now: datetime | None = None) -> list[Alert]:
-        """Evaluate the rules, post what is due, and return what was posted."""
+        """Evaluate the rules and post what is due, within the caps; return what was
+        posted or tried (a summary of the alerts held back included)."""
         now = now or datetime.now(timezone.utc)
         since = now - timedelta(minutes=self.settings.window_minutes)
-        due = [a for a in self._evaluate(since, now) if self._cooled_down(a.key)]
-        for alert in due:
-            if self._post(alert):
-                self.last_sent[alert.key] = time.monotonic()
-                self.sent += 1
-        return due
-
-    def _evaluate(self, since: datetime, now: datetime) -> list[Alert]:
-        settings, alerts = self.settings, []
         window = {
             "since": since.isoformat(),
             "until": now.isoformat(),
-            "window_minutes": settings.window_minutes,
+            "window_minutes": self.settings.window_minutes,
         }
         with self.engine.connect() as connection:
-            errors = connection.scalar(
-                select(func.count())
-                .select_from(error)
-                .where(error.c.created_at >= since, error.c.handled == false())
-            )
-            chats, failed = connection.execute(
-                select(
-                    func.count(),
-                    func.sum(case((dify_logs.c.status == sc.STATUS_ERROR, 1), else_=0)),
-                ).where(dify_logs.c.created_at >= since)
-            ).one()
-            fresh = self._new_fingerprints(connection, since) if settings.new_fingerprint else []
+            due = self._evaluate(connection, since, now, window)
+        budget = self._budget(now)
+        if len(due) <= budget and not self._held_back:
+            singles, rest = due, []
+        else:  # the last post this check may make is a summary of the rest
+            cut = max(budget - 1, 0)
+            singles, rest = due[:cut], due[cut:]
+        attempted: list[Alert] = []
+        announced: list[Alert] = []
+        for alert in singles:
+            attempted.append(alert)
+            if self._post(alert, now):
+                announced.append(alert)  # a failed post is tried again at the next check
+        # Held back: summed up instead, and not announced one by one later either.
+        self._held_back.update(alert.payload["alert"] for alert in rest)
+        announced += rest
+        if self._held_back and len(attempted) < budget:
+            summary = self._summary(window)
+            attempted.append(summary)
+            if self._post(summary, now):
+                self._held_back.clear()
+        self._note(announced, now)
+        return attempted
+
+    # -- the rules -------------------------------------------------------------------
+
+    def _evaluate(
+        self, connection: Connection, since: datetime, now: datetime, window: dict[str, Any]
+    ) -> list[Alert]:
+        """The alerts due now: rules first, then new fingerprints, oldest first; none
+        that is in its cool-down or already announced."""
+        settings, alerts = self.settings, []
+        errors = connection.scalar(
+            select(func.count())
+            .select_from(error)
+            .where(error.c.created_at >= since, error.c.handled == false())
+        )
+        chats, failed = connection.execute(
+            select(
+                func.count(),
+                func.sum(case((dify_logs.c.status == sc.STATUS_ERROR, 1), else_=0)),
+            ).where(dify_logs.c.created_at >= since)
+        ).one()
         if settings.errors > 0 and errors > settings.errors:
             alerts.append(
                 Alert(
@@ -103,72 +146,53 @@ class Alerter:
                     },
                 )
             )
-        for row in fresh:
-            alerts.append(
-                Alert(
-                    f"fingerprint:{row.fingerprint}",
-                    {
-                        "alert": "new_fingerprint",
-                        "fingerprint": row.fingerprint,
-                        "type_error": row.type_error,
-                        "sample_message": row.error_message,
-                        "trace_id": row.trace_id,
-                        **window,
-                        "text": _clip(
-                            f"chatspan: a new error: {row.type_error}: {row.error_message}"
-                        ),
-                    },
+        if alerts:
+            cooling = set(
+                connection.scalars(
+                    select(alert_state.c.key).where(
+                        alert_state.c.key.in_([a.key for a in alerts]),
+                        alert_state.c.noted_at > now - timedelta(minutes=settings.cooldown_minutes),
+                    )
                 )
             )
+            alerts = [alert for alert in alerts if alert.key not in cooling]
+        if settings.new_fingerprint:
+            alerts += [
+                _new_error_alert(row, window) for row in _new_fingerprints(connection, since)
+            ]
         return alerts
 
-    def _new_fingerprints(self, connection: Any, since: datetime) -> list[Any]:
-        """Fingerprints first seen in the window. The first check only learns what exists."""
-        if self.known_fingerprints is None:
-            self.known_fingerprints = set(
-                connection.scalars(
-                    select(error.c.fingerprint).where(error.c.fingerprint.is_not(None)).distinct()
-                )
-            )
-            return []
-        # The first error of each fingerprint in the window: one row per fingerprint.
-        rank = (
-            func.row_number()
-            .over(partition_by=error.c.fingerprint, order_by=error.c.created_at)
-            .label("rank")
-        )
-        firsts = (
-            select(
-                error.c.fingerprint,
-                error.c.type_error,
-                error.c.error_message,
-                error.c.trace_id,
-                error.c.created_at,
-                rank,
-            )
-            .where(
-                error.c.created_at >= since,
-                error.c.fingerprint.is_not(None),
-                error.c.handled == false(),
-            )
-            .subquery()
-        )
-        recent = connection.execute(
-            select(
-                firsts.c.fingerprint, firsts.c.type_error, firsts.c.error_message, firsts.c.trace_id
-            )
-            .where(firsts.c.rank == 1)
-            .order_by(firsts.c.created_at)
-        ).all()
-        fresh = [row for row in recent if row.fingerprint not in self.known_fingerprints]
-        self.known_fingerprints |= {row.fingerprint for row in fresh}
-        return fresh
+    # -- posting within the caps ---------------------------------------------------------
 
-    def _cooled_down(self, key: str) -> bool:
-        last = self.last_sent.get(key)
-        return last is None or time.monotonic() - last >= self.settings.cooldown_minutes * 60
+    def _budget(self, now: datetime) -> int:
+        """How many posts this check may make."""
+        posted = self._posted_at
+        while posted and posted[0] <= now - _HOUR:
+            posted.popleft()
+        return max(0, min(self.settings.max_per_check, self.settings.max_per_hour - len(posted)))
 
-    def _post(self, alert: Alert) -> bool:
+    def _summary(self, window: dict[str, Any]) -> Alert:
+        held = dict(self._held_back)
+        total = sum(held.values())
+        kinds = ", ".join(f"{count} {name}" for name, count in sorted(held.items()))
+        return Alert(
+            "summary",
+            {
+                "alert": "summary",
+                "held_back": held,
+                "max_per_check": self.settings.max_per_check,
+                "max_per_hour": self.settings.max_per_hour,
+                **window,
+                "text": f"chatspan: {total} more alert(s) not posted one by one (at most "
+                f"{self.settings.max_per_check} a check and {self.settings.max_per_hour} "
+                f"an hour): {kinds}; see the admin page",
+            },
+        )
+
+    def _post(self, alert: Alert, now: datetime) -> bool:
+        """Post one alert; whether it got through. Every try counts against the caps:
+        a webhook that is down is not hammered either."""
+        self._posted_at.append(now)
         url = self.settings.webhook_url
         try:
             response = httpx.post(url, json=alert.payload, timeout=10)
@@ -182,8 +206,84 @@ class Alerter:
             )
             return False
         _logger.info("chatspan: sent the %s alert", alert.payload["alert"])
+        self.sent += 1
         return True
 
+    def _note(self, alerts: Sequence[Alert], now: datetime) -> None:
+        """Remember what was announced (sent, or summed up), and forget what is old."""
+        if not alerts:
+            return
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        rows = [{"key": alert.key, "noted_at": now} for alert in alerts]
+        statement = insert(alert_state).values(rows)
+        statement = statement.on_conflict_do_update(
+            index_elements=[alert_state.c.key], set_={"noted_at": statement.excluded.noted_at}
+        )
+        with self.engine.begin() as connection:
+            connection.execute(statement)
+            connection.execute(delete(alert_state).where(alert_state.c.noted_at < now - STATE_KEPT))
 
-def _clip(text: str, limit: int = 500) -> str:
+
+def _new_fingerprints(connection: Connection, since: datetime) -> list[Any]:
+    """The first error of each fingerprint that appeared in the window: never seen before
+    it, and not announced yet (at most NEW_PER_CHECK, oldest first)."""
+    rank = (
+        func.row_number()
+        .over(partition_by=error.c.fingerprint, order_by=error.c.created_at)
+        .label("rank")
+    )
+    firsts = (
+        select(
+            error.c.fingerprint,
+            error.c.type_error,
+            error.c.error_message,
+            error.c.trace_id,
+            error.c.created_at,
+            rank,
+        )
+        .where(
+            error.c.created_at >= since,
+            error.c.fingerprint.is_not(None),
+            error.c.handled == false(),
+        )
+        .subquery()
+    )
+    seen_before = exists().where(
+        error.c.fingerprint == firsts.c.fingerprint, error.c.created_at < since
+    )
+    announced = exists().where(alert_state.c.key == literal(_FINGERPRINT) + firsts.c.fingerprint)
+    return connection.execute(
+        select(firsts.c.fingerprint, firsts.c.type_error, firsts.c.error_message, firsts.c.trace_id)
+        .where(firsts.c.rank == 1, ~seen_before, ~announced)
+        .order_by(firsts.c.created_at)
+        .limit(NEW_PER_CHECK)
+    ).all()
+
+
+def _new_error_alert(row: Any, window: dict[str, Any]) -> Alert:
+    message = _clip(row.error_message or "", SAMPLE_CHARS)
+    return Alert(
+        f"{_FINGERPRINT}{row.fingerprint}",
+        {
+            "alert": "new_fingerprint",
+            "fingerprint": row.fingerprint,
+            "type_error": row.type_error,
+            "sample_message": message,
+            "trace_id": row.trace_id,
+            **window,
+            "text": _clip(
+                _for_chat_tools(f"chatspan: a new error: {row.type_error}: {message}"),
+                TEXT_CHARS,
+            ),
+        },
+    )
+
+
+def _for_chat_tools(text: str) -> str:
+    """Text a chat tool shows as typed: Slack's escaping of &, < and >, so that what an
+    error says cannot mention a channel, a user, or hide a link behind a label."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"

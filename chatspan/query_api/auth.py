@@ -1,22 +1,27 @@
 """Who is asking: an admin (an API key) or one user (a signed token).
 
 Admin keys come from ``CHATSPAN_ADMIN_API_KEYS`` and are compared in constant time.
-User tokens are HS256 JWTs signed with ``CHATSPAN_JWT_SECRET`` and must carry ``exp``;
-the user is the ``user_id`` claim when present (Dify console tokens carry the account
-id there), else ``sub``, unless ``CHATSPAN_JWT_USER_CLAIM`` names another claim.
+User tokens are HS256 JWTs signed with ``CHATSPAN_JWT_SECRET`` and must carry ``exp``
+(and ``aud`` / ``iss`` matching ``CHATSPAN_JWT_AUDIENCE`` / ``CHATSPAN_JWT_ISSUER`` when
+those are set). The user is the claim that names them: ``CHATSPAN_JWT_USER_CLAIM`` when
+set, else ``user_id`` (Dify console tokens carry the account id there), else ``sub``
+unless it is one of Dify's passport subjects, which name a kind of token, not a user. A
+Dify web-app passport (an end user's session with one app, signed with the same
+``SECRET_KEY``) is never a user token.
 """
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import jwt
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chatspan.config import ApiSettings
+from chatspan.instrumentation.dify_identity import CONSOLE_PASSPORT, WEB_APP_PASSPORT
 
 bearer = HTTPBearer(auto_error=False, description="An admin API key or a user's JWT")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -75,14 +80,34 @@ def key_matches(token: str, keys: tuple[str, ...]) -> bool:
 def _user_from_token(token: str, settings: ApiSettings) -> str | None:
     if not settings.jwt_secret or token.count(".") != 2:
         return None
+    required = ["exp"]
+    required += ["aud"] if settings.jwt_audience else []
+    required += ["iss"] if settings.jwt_issuer else []
     try:
         claims = jwt.decode(
-            token, settings.jwt_secret, algorithms=["HS256"], options={"require": ["exp"]}
+            token,
+            settings.jwt_secret,
+            algorithms=["HS256"],
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            options={"require": required},
         )
     except jwt.PyJWTError:
         return None
-    claim = settings.jwt_user_claim or ("user_id" if "user_id" in claims else "sub")
-    user_id = claims.get(claim)
+    return _named_user(claims, settings.jwt_user_claim)
+
+
+def _named_user(claims: dict[str, Any], claim: str | None) -> str | None:
+    """The user a verified token names, or None when it names none."""
+    subject = claims.get("sub")
+    if subject == WEB_APP_PASSPORT:
+        return None
+    if claim:
+        user_id = claims.get(claim)
+    elif "user_id" in claims:
+        user_id = claims["user_id"]
+    else:
+        user_id = None if subject == CONSOLE_PASSPORT else subject
     return str(user_id) if user_id not in (None, "") else None
 
 

@@ -108,11 +108,14 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def safe_url(url: str | URL) -> str:
-    """The URL with its password hidden, for messages."""
+    """The URL with its passwords hidden, for messages: the user's, and libpq's
+    ``password`` and ``sslpassword`` query parameters."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except (exc.ArgumentError, ValueError):
         return "<not a database URL>"
+    hidden = {key: "***" for key in parsed.query if "password" in key.lower()}
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
 def require_postgres(engine: Engine, feature: str) -> None:
@@ -140,6 +143,6 @@ def describe_error(error: BaseException) -> str:
 
 
 def _redacted(raw: str) -> str:
-    """A malformed URL can still hold a password: keep only what precedes the credentials."""
+    """A malformed URL can still hold a password: keep only its scheme, if it has one."""
     scheme, sep, _rest = raw.partition("://")
-    return f"{scheme}{sep}..." if sep else raw[:40]
+    return f"{scheme[:20]}{sep}..." if sep else "a value without a scheme such as postgresql://"

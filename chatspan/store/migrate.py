@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 VERSION_TABLE = "chatspan_alembic_version"
-HEAD_REVISION = "0003"  # the newest script in migrations/versions
+HEAD_REVISION = "0004"  # the newest script in migrations/versions
 MIGRATION_LOCK_ID = 0x63686174  # an arbitrary constant: "chat"
 SCRIPTS = Path(__file__).parent / "migrations"
 _upgrade_lock = threading.Lock()

@@ -29,6 +29,7 @@ Progress = Callable[[int, int], None]  # (done, total)
 class RetentionResult:
     table: str
     matched: int
+    total: int  # rows in the table, matched or not
     changed: int = 0
     dropped_partitions: list[str] = field(default_factory=list)
 
@@ -50,8 +51,9 @@ def apply(
         older = and_(older, or_(*(table.c[c].is_not(None) for c in CONTENT[table_name])))
     with engine.connect() as connection:
         matched = connection.scalar(select(func.count()).select_from(table).where(older))
+        total = connection.scalar(select(func.count()).select_from(table))
     whole_months = [] if redact else _months_before(engine, table_name, cutoff)
-    result = RetentionResult(table_name, matched)
+    result = RetentionResult(table_name, matched, total)
     if dry_run or not matched:
         result.dropped_partitions = [p.name for p in whole_months] if dry_run else []
         return result

@@ -1,8 +1,9 @@
-"""The two tables, as SQLAlchemy Core: the same schema on PostgreSQL and SQLite.
+"""The tables, as SQLAlchemy Core: the same schema on PostgreSQL and SQLite.
 
 Names are kept from the original Dify logging system (`dify_logs`, `error`) so existing
 dashboards and queries keep working. Indexes follow the admin queries: a user's history,
 an app's chats, a conversation in order, errors by type and by fingerprint, and time.
+`chatspan_alert_state` is the query service's own: what its alerts have announced.
 """
 
 from __future__ import annotations
@@ -91,4 +92,15 @@ error = Table(
     Index("ix_error_fingerprint_created", "fingerprint", "created_at"),
     Index("ix_error_created", "created_at", "id"),
     Index("ix_error_trace", "trace_id"),
+)
+
+# What the alerts have announced, one row per rule ("errors", "error_rate") or error
+# fingerprint ("fingerprint:<fingerprint>"): a rule is not repeated within its cool-down,
+# a new error is announced once, and neither is forgotten when the service restarts.
+alert_state = Table(
+    "chatspan_alert_state",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("noted_at", Timestamp, nullable=False),
+    Index("ix_chatspan_alert_state_noted", "noted_at"),
 )
