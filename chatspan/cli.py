@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import ipaddress
 import logging
 import os
 import re
@@ -16,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TextIO
 
-from chatspan.config import ApiSettings, ConfigError, StoreSettings
+from chatspan.config import ApiSettings, ConfigError, StoreSettings, is_loopback
 from chatspan.store.engine import describe_error, make_engine, safe_url
 from chatspan.store.migrate import current_revision, upgrade
 
@@ -309,7 +308,7 @@ def _installed(module: str) -> bool:
 def _serve(args: argparse.Namespace) -> int:
     _require_extra("serve", *_API)
     settings = ApiSettings.from_env()
-    if args.insecure and not _is_loopback(args.host):
+    if args.insecure and not is_loopback(args.host):
         raise ConfigError("--insecure serves without authentication: bind it to 127.0.0.1 only")
     if not args.insecure and not settings.admin_api_keys:
         raise ConfigError(
@@ -359,15 +358,6 @@ def _run_api(
 
     app = create_app(settings, insecure=insecure, docs=docs)
     uvicorn.run(app, host=host, port=port, log_level="info")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 if __name__ == "__main__":

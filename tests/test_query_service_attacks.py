@@ -446,6 +446,21 @@ def test_healthz_tells_a_stranger_only_whether_it_is_ok(api, spool_directory):
     assert admin["spool"]["directory"] == spool_directory
 
 
+def test_healthz_names_the_chat_settings_skipped_to_admins_only(api, monkeypatch):
+    monkeypatch.setenv("CHATSPAN_CHAT_ROUTES", '[{"pth": "/ask"}]')
+    monkeypatch.setenv("CHATSPAN_CAPTURE_CONTENT", "nope")
+    (route_problem,) = [p for p in api.get("/healthz").json()["settings"] if "ROUTES" in p]
+    assert route_problem.startswith("CHATSPAN_CHAT_ROUTES[0]")
+    assert any(
+        p.startswith("CHATSPAN_CAPTURE_CONTENT") for p in api.get("/healthz").json()["settings"]
+    )
+    anonymous = api.get("/healthz", headers={"Authorization": ""}).json()
+    assert anonymous == {"status": "ok"}
+    monkeypatch.delenv("CHATSPAN_CHAT_ROUTES")
+    monkeypatch.delenv("CHATSPAN_CAPTURE_CONTENT")
+    assert api.get("/healthz").json()["settings"] == []
+
+
 def test_healthz_with_the_database_down_tells_a_stranger_only_that(spool_directory):
     app = create_app(
         ApiSettings(database_url=UNREACHABLE, admin_api_keys=(ADMIN_KEY,), query_timeout_s=2)

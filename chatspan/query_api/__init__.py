@@ -18,6 +18,7 @@ from sqlalchemy import Engine, exc, text
 
 from chatspan.config import AlertSettings, ApiSettings, SpoolSettings
 from chatspan.exporters.spool import status as spool_status
+from chatspan.instrumentation import settings_problems
 from chatspan.query_api.alerts import Alerter
 from chatspan.query_api.auth import bearer, principal
 from chatspan.query_api.browser import BrowserGuard, add_docs_page
@@ -90,8 +91,9 @@ def create_app(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> JSONResponse:
-        """Whether the service is ok; with an admin key, also the database and the spool
-        (anyone else learns no paths and no queue names)."""
+        """Whether the service is ok; with an admin key, also the database, the spool and
+        the chat settings skipped as not understood (anyone else learns no paths, queue
+        names or settings)."""
         try:
             with request.app.state.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
@@ -105,7 +107,8 @@ def create_app(
         if not _is_admin(request, credentials):
             return JSONResponse({"status": body["status"]}, status_code=code)
         spool = spool_status(SpoolSettings.from_env())
-        return JSONResponse({**body, "spool": spool}, status_code=code)
+        problems = settings_problems()
+        return JSONResponse({**body, "spool": spool, "settings": problems}, status_code=code)
 
     @app.exception_handler(exc.OperationalError)
     @app.exception_handler(exc.InterfaceError)

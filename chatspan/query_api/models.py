@@ -156,3 +156,8 @@ class Health(BaseModel):
     status: str = Field(description="ok, or unavailable when the database does not answer")
     database: str | None = Field(None, description="reachable or unreachable (admins)")
     spool: SpoolStatus | None = Field(None, description="what waits in the spool (admins)")
+    settings: list[str] | None = Field(
+        None,
+        description="chat settings skipped because they were not understood, each naming "
+        "its variable (admins)",
+    )
