@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from memory import peak_growth
 
 from chatspan.config import ApiSettings, SpoolSettings, StoreSettings
-from chatspan.export import ExportLines
+from chatspan.store.export import ExportLines
 from chatspan.exporters.postgres import PostgresSpanExporter
 from chatspan.query_api import create_app
 from chatspan.store import partitions, retention

@@ -13,7 +13,7 @@ from pydantic import StringConstraints
 from sqlalchemy import Connection, Engine
 
 from chatspan import semconv as sc
-from chatspan.export import MEDIA_TYPES, ExportLines, Format, table_for
+from chatspan.store.export import MEDIA_TYPES, ExportLines, Format, table_for
 from chatspan.query_api.auth import Admin, Reader, require_reader_of
 from chatspan.query_api.models import (
     ChatLogPage,

@@ -1,0 +1,3 @@
+"""Read queries behind the admin API."""
+
+from chatspan.store.queries.paging import *  # noqa: F403
