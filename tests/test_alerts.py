@@ -19,6 +19,7 @@ from chatspan import semconv as sc
 from chatspan.config import AlertSettings, ApiSettings
 from chatspan.query_api import create_app
 from chatspan.query_api.alerts import Alerter
+from chatspan.query_api.state import state_of
 from chatspan.records import SpanData, SpanEvent
 from chatspan.store.engine import make_engine
 from chatspan.store.tables import alert_state
@@ -177,7 +178,7 @@ def test_the_service_runs_the_checks_in_the_background(database_url, receiver):
     )
     with TestClient(app):
         wait_for(lambda: received, timeout=10, what="an alert from the service")
-    app.state.engine.dispose()
+    state_of(app).engine.dispose()
     assert received[0]["alert"] == "errors"
 
 
