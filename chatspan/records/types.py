@@ -73,7 +73,9 @@ class SpanData:
         )
 
 
-@dataclass(slots=True)
+# Records are made with keywords only: the fields' order is the columns' order, and a
+# field moved or added can then never shift a value into another column.
+@dataclass(slots=True, kw_only=True)
 class ChatRecord:
     """One row of ``dify_logs``: a chat turn."""
 
@@ -109,7 +111,7 @@ class ChatRecord:
         return _chat_values(self)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class ErrorRecord:
     """One row of ``error``: an exception event."""
 
