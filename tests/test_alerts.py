@@ -57,8 +57,10 @@ def _write(
     failed: int = 0,
     errors: list[tuple[str, str]] = (),
     ago=timedelta(minutes=1),
+    handled: bool = False,
 ):
-    """Chats (some failed) and exception events, `ago` before now."""
+    """Chats (some failed) and exception events, `ago` before now; `handled`: on spans
+    that did not fail (the app recovered)."""
     start = int((datetime.now(timezone.utc) - ago).timestamp() * 1e9)
     spans = []
     for i in range(chats):
@@ -84,7 +86,7 @@ def _write(
                 "x",
                 start + j,
                 start + j + 1,
-                True,
+                not handled,
                 {},
                 (event,),
             )
@@ -134,6 +136,13 @@ def test_old_errors_do_not_count(database_url, receiver):
     webhook, received = receiver
     _write(database_url, errors=[("E", "x")] * 9, ago=timedelta(hours=2))
     assert _alerter(database_url, webhook, new_fingerprint=False).check() == []
+    assert received == []
+
+
+def test_errors_the_app_recovered_from_do_not_alert(database_url, receiver):
+    webhook, received = receiver
+    _write(database_url, errors=[("TimeoutError", f"took {i} s") for i in range(9)], handled=True)
+    assert _alerter(database_url, webhook).check() == []  # neither the count nor a new one
     assert received == []
 
 
