@@ -40,14 +40,16 @@ def service_state(request: Request) -> ServiceState:
     return state_of(request.app)
 
 
-def settings(state: Annotated[ServiceState, Depends(service_state)]) -> ApiSettings:
+State = Annotated[ServiceState, Depends(service_state)]
+
+
+def settings(state: State) -> ApiSettings:
     return state.settings
 
 
-def engine(state: Annotated[ServiceState, Depends(service_state)]) -> Engine:
+def engine(state: State) -> Engine:
     return state.engine
 
 
-State = Annotated[ServiceState, Depends(service_state)]
 Settings = Annotated[ApiSettings, Depends(settings)]
 DatabaseEngine = Annotated[Engine, Depends(engine)]
