@@ -29,6 +29,7 @@ from psycopg.types.json import Jsonb
 
 from chatspan.config import ApiSettings
 from chatspan.query_api import create_app
+from chatspan.query_api.state import state_of
 from chatspan.store import search_index
 from chatspan.store.engine import make_engine
 from chatspan.store.migrate import upgrade
@@ -234,7 +235,7 @@ def main() -> None:
                 samples = args.samples if "stats" not in name else max(5, args.samples // 3)
                 p50, p95 = measure(client, path, params, samples)
                 print(f"{name:<42} {p50:8.1f} {p95:8.1f}")
-        app.state.engine.dispose()
+        state_of(app).engine.dispose()
 
 
 if __name__ == "__main__":

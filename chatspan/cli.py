@@ -200,7 +200,7 @@ def _retention(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
-    from chatspan.export import ExportLines  # noqa: PLC0415
+    from chatspan.store.export import ExportLines  # noqa: PLC0415
     from chatspan.store.queries import ChatFilters, ErrorFilters, Window  # noqa: PLC0415
 
     settings = StoreSettings.from_env()

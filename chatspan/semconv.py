@@ -5,7 +5,7 @@ Three vocabularies meet on a chat span: the OpenTelemetry GenAI semantic convent
 and ``chatspan.*`` / ``dify.*`` for what neither names.
 """
 
-from typing import Any
+from typing import Any, Literal
 
 
 def present(values: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +102,7 @@ CHATSPAN_NODE_TYPE = "chatspan.node.type"
 CHATSPAN_NODE_TITLE = "chatspan.node.title"
 
 # Statuses a chat row can have.
-STATUS_OK = "ok"
-STATUS_ERROR = "error"
-STATUS_CANCELLED = "cancelled"
+ChatStatus = Literal["ok", "error", "cancelled"]
+STATUS_OK: ChatStatus = "ok"
+STATUS_ERROR: ChatStatus = "error"
+STATUS_CANCELLED: ChatStatus = "cancelled"

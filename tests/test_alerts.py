@@ -19,6 +19,7 @@ from chatspan import semconv as sc
 from chatspan.config import AlertSettings, ApiSettings
 from chatspan.query_api import create_app
 from chatspan.query_api.alerts import Alerter
+from chatspan.query_api.state import state_of
 from chatspan.records import SpanData, SpanEvent
 from chatspan.store.engine import make_engine
 from chatspan.store.tables import alert_state
@@ -56,8 +57,10 @@ def _write(
     failed: int = 0,
     errors: list[tuple[str, str]] = (),
     ago=timedelta(minutes=1),
+    handled: bool = False,
 ):
-    """Chats (some failed) and exception events, `ago` before now."""
+    """Chats (some failed) and exception events, `ago` before now; `handled`: on spans
+    that did not fail (the app recovered)."""
     start = int((datetime.now(timezone.utc) - ago).timestamp() * 1e9)
     spans = []
     for i in range(chats):
@@ -83,7 +86,7 @@ def _write(
                 "x",
                 start + j,
                 start + j + 1,
-                True,
+                not handled,
                 {},
                 (event,),
             )
@@ -136,6 +139,13 @@ def test_old_errors_do_not_count(database_url, receiver):
     assert received == []
 
 
+def test_errors_the_app_recovered_from_do_not_alert(database_url, receiver):
+    webhook, received = receiver
+    _write(database_url, errors=[("TimeoutError", f"took {i} s") for i in range(9)], handled=True)
+    assert _alerter(database_url, webhook).check() == []  # neither the count nor a new one
+    assert received == []
+
+
 def test_a_high_error_rate_alerts(database_url, receiver):
     webhook, received = receiver
     _write(database_url, chats=20, failed=8)
@@ -177,7 +187,7 @@ def test_the_service_runs_the_checks_in_the_background(database_url, receiver):
     )
     with TestClient(app):
         wait_for(lambda: received, timeout=10, what="an alert from the service")
-    app.state.engine.dispose()
+    state_of(app).engine.dispose()
     assert received[0]["alert"] == "errors"
 
 

@@ -501,4 +501,4 @@ def test_an_exception_whose_span_did_not_fail_is_handled_and_counted_only_on_req
     stats = queries.log_stats(engine, Window(now - timedelta(hours=1), now + timedelta(hours=1)))
     assert unhandled.rows == [] and groups == []
     assert [row["type_error"] for row in handled.rows] == ["ConnectionError"]
-    assert stats["totals"]["errors"] == 0
+    assert stats.totals.errors == 0

@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from chatspan import semconv as sc
 from chatspan.config import ApiSettings, ConfigError
 from chatspan.query_api import create_app, otlp
+from chatspan.query_api.state import state_of
 
 from pgdb import libpq_dsn
 from rows import fetch_rows
@@ -43,7 +44,7 @@ def _client(database_url: str, **settings) -> TestClient:
 def ingest(database_url):
     with _client(database_url) as client:
         yield client, database_url
-    client.app.state.engine.dispose()
+    state_of(client.app).engine.dispose()
 
 
 def _json_span(span_id: str, start: str = '"1700000000000000000"', **extra: str) -> str:
@@ -214,7 +215,7 @@ def test_attributes_past_the_cap_are_dropped_while_decoding_and_counted(database
     body = _protobuf_request(spans=1, attributes=300, events=1, event_attributes=300)
     with _client(database_url, ingest_max_attributes=50) as client:
         response = _post(client, body, encoding)
-    client.app.state.engine.dispose()
+    state_of(client.app).engine.dispose()
     assert response.status_code == 200, response.text
     (chat,) = fetch_rows(database_url, "dify_logs")
     assert chat["user_id"] == "user-0"  # the first attributes are kept
@@ -230,7 +231,7 @@ def test_a_span_of_200k_attributes_keeps_its_first_and_counts_the_rest(database_
     body = _protobuf_request(spans=1, attributes=200_000, events=0, event_attributes=0)
     with _client(database_url) as client:
         response = _post(client, gzip.compress(body) if encoding != "json" else body, encoding)
-    client.app.state.engine.dispose()
+    state_of(client.app).engine.dispose()
     assert response.status_code == 200, response.text
     (chat,) = fetch_rows(database_url, "dify_logs")
     assert chat["user_id"] == "user-0"
@@ -242,7 +243,7 @@ def test_spans_past_the_cap_are_rejected_in_partial_success(database_url, encodi
     body = _protobuf_request(spans=15, attributes=0, events=0, event_attributes=0)
     with _client(database_url, ingest_max_spans=10) as client:
         response = _post(client, body, encoding)
-    client.app.state.engine.dispose()
+    state_of(client.app).engine.dispose()
     assert response.status_code == 200, response.text
     if encoding == "json":
         partial = response.json()["partialSuccess"]
@@ -265,7 +266,7 @@ def test_events_past_the_cap_are_dropped(database_url, encoding):
     body = _protobuf_request(spans=1, attributes=0, events=30, event_attributes=0)
     with _client(database_url, ingest_max_events=7) as client:
         response = _post(client, body, encoding)
-    client.app.state.engine.dispose()
+    state_of(client.app).engine.dispose()
     assert response.status_code == 200, response.text
     errors = fetch_rows(database_url, "error")
     assert sorted(row["type_error"] for row in errors) == sorted(f"E{i}" for i in range(7))
@@ -329,7 +330,7 @@ def test_requests_past_the_concurrent_decode_cap_are_told_to_retry(postgres_data
             locker.rollback()  # lets the first request store its rows
         holder.join(30)
         after = _post(client, body, "protobuf")
-    client.app.state.engine.dispose()
+    state_of(client.app).engine.dispose()
     assert refused.status_code == 503, refused.text
     assert refused.headers["retry-after"] == "1"
     assert "busy" in refused.json()["message"]

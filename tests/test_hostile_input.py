@@ -21,6 +21,7 @@ from sqlalchemy import text
 from chatspan.config import ApiSettings
 from chatspan.instrumentation import ChatInstrumentor
 from chatspan.query_api import create_app
+from chatspan.query_api.state import state_of
 from chatspan.store.engine import make_engine
 
 from rows import rows_where
@@ -40,7 +41,7 @@ def api(database_url):
     app = create_app(settings)
     with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
         yield client, database_url
-    app.state.engine.dispose()
+    state_of(app).engine.dispose()
 
 
 def _fingerprint(url: str) -> str:

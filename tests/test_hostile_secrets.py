@@ -32,6 +32,7 @@ from chatspan.config import (
 from chatspan.exporters.postgres import PostgresSpanExporter
 from chatspan.instrumentation import ChatInstrumentor
 from chatspan.query_api import create_app
+from chatspan.query_api.state import state_of
 from chatspan.records import SpanData
 from chatspan.store.engine import make_engine, resolve_url, safe_url
 from chatspan.store.writer import RecordWriter
@@ -193,7 +194,7 @@ def test_spans_ingested_over_otlp_are_redacted_into_rows(database_url):
         response = client.post(
             "/v1/traces", content=body, headers={"Content-Type": "application/x-protobuf"}
         )
-    app.state.engine.dispose()
+    state_of(app).engine.dispose()
     assert response.status_code == 200, response.text
     (chat,) = fetch_rows(database_url, "dify_logs")
     (error,) = fetch_rows(database_url, "error")
@@ -257,7 +258,7 @@ def user_api(database_url):
 
     yield reader
     for app in made:
-        app.state.engine.dispose()
+        state_of(app).engine.dispose()
 
 
 def _jwt(claims: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ from chatspan.exporters.spool import (
     status,
 )
 from chatspan.query_api import create_app
+from chatspan.query_api.state import state_of
 from chatspan.records import SpanData
 
 from servers import wait_for
@@ -211,7 +212,7 @@ def test_the_quarantine_shows_in_healthz(tmp_path, spool_directory):
     app = create_app(settings)
     with TestClient(app) as client:  # the spool's details are for admins
         health = client.get("/healthz", headers={"Authorization": f"Bearer {admin}"}).json()
-    app.state.engine.dispose()
+    state_of(app).engine.dispose()
     (queue,) = health["spool"]["queues"]
     assert queue["quarantined_batches"] == 1
 

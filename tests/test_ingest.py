@@ -23,6 +23,7 @@ from chatspan import semconv as sc
 from chatspan.config import ApiSettings, StoreSettings
 from chatspan.exporters.postgres import PostgresSpanExporter
 from chatspan.query_api import create_app
+from chatspan.query_api.state import state_of
 
 from rows import comparable_rows, count_rows, fetch_rows
 from spans import chat_spans
@@ -44,7 +45,7 @@ def ingest(database_url):
     app = create_app(settings)
     with TestClient(app, headers={"Authorization": f"Bearer {INGEST_KEY}"}) as client:
         yield client, database_url
-    app.state.engine.dispose()
+    state_of(app).engine.dispose()
 
 
 def _protobuf(spans) -> bytes:

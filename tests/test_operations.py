@@ -17,11 +17,12 @@ from fastapi.testclient import TestClient
 from memory import peak_growth
 
 from chatspan.config import ApiSettings, SpoolSettings, StoreSettings
-from chatspan.export import ExportLines
 from chatspan.exporters.postgres import PostgresSpanExporter
 from chatspan.query_api import create_app
+from chatspan.query_api.state import state_of
 from chatspan.store import partitions, retention
 from chatspan.store.engine import make_engine
+from chatspan.store.export import ExportLines
 from chatspan.store.migrate import upgrade
 from chatspan.store.queries import ChatFilters, Window
 from chatspan.store.writer import RecordWriter
@@ -196,7 +197,7 @@ def test_partitioning_keeps_every_row_and_retention_drops_whole_months(empty_pos
     with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
         listing = client.get("/console/api/admin/chat-logs", params={"per_page": 5}).json()
         stats = client.get("/console/api/admin/log-stats").json()
-    app.state.engine.dispose()
+    state_of(app).engine.dispose()
     assert listing["total"] == total - result.changed
     assert stats["totals"]["chats"] >= 30
     engine.dispose()
@@ -211,7 +212,7 @@ def api(store):
     app = create_app(ApiSettings(database_url=url, admin_api_keys=(ADMIN_KEY,)))
     with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
         yield client
-    app.state.engine.dispose()
+    state_of(app).engine.dispose()
 
 
 def test_chat_log_export_as_csv_with_filters(api, store):

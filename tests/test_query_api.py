@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from chatspan.config import ApiSettings
 from chatspan.query_api import create_app
+from chatspan.query_api.state import state_of
 from chatspan.store.engine import make_engine
 from chatspan.store.queries import Cursor
 from chatspan.store.tables import dify_logs, error
@@ -52,7 +53,7 @@ def api(store):
     app = create_app(settings)
     with TestClient(app, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
         yield client
-    app.state.engine.dispose()
+    state_of(app).engine.dispose()
 
 
 def _ids(response) -> list[str]:
@@ -411,4 +412,4 @@ def test_the_user_claim_can_be_configured(store):
     with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as client:
         assert client.get(history("user-3")).status_code == 200
         assert client.get(history("someone-else")).status_code == 403
-    app.state.engine.dispose()
+    state_of(app).engine.dispose()

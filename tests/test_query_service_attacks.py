@@ -29,6 +29,7 @@ from sqlalchemy import text
 from chatspan import semconv as sc
 from chatspan.config import ApiSettings
 from chatspan.query_api import create_app
+from chatspan.query_api.state import state_of
 from chatspan.records import SpanData, SpanEvent
 from chatspan.store.engine import make_engine
 from chatspan.store.writer import RecordWriter
@@ -54,7 +55,7 @@ def api(database_url) -> Iterator[TestClient]:
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     with TestClient(app, headers=headers, raise_server_exceptions=False) as client:
         yield client
-    app.state.engine.dispose()
+    state_of(app).engine.dispose()
 
 
 def _user_token(user_id: str) -> str:
@@ -131,7 +132,7 @@ def test_csv_exports_defuse_formulas_and_json_lines_keep_them_exact(database_url
         chats_csv = client.get(f"{ADMIN}/chat-logs/export", params={"format": "csv"}).text
         chats_jsonl = client.get(f"{ADMIN}/chat-logs/export", params={"format": "jsonl"}).text
         errors_csv = client.get(f"{ADMIN}/error-logs/export", params={"format": "csv"}).text
-    app.state.engine.dispose()
+    state_of(app).engine.dispose()
 
     (chat,) = _csv_rows(chats_csv)
     for column, formula in FORMULAS.items():
@@ -271,14 +272,14 @@ def test_the_api_docs_are_served_only_when_asked_for(database_url):
         assert client.get("/docs").status_code == 404
         assert client.get("/redoc").status_code == 404
         assert client.get("/openapi.json").status_code == 200  # the schema stays
-    default.state.engine.dispose()
+    state_of(default).engine.dispose()
 
 
 def test_the_api_docs_page_pins_its_cdn_scripts_by_hash(database_url):
     app = create_app(ApiSettings(database_url=database_url, admin_api_keys=(ADMIN_KEY,)), docs=True)
     with TestClient(app) as client:
         page = client.get("/docs")
-    app.state.engine.dispose()
+    state_of(app).engine.dispose()
     assert page.status_code == 200
     _assert_browser_headers(page)
     policy = page.headers["content-security-policy"]
@@ -319,7 +320,7 @@ def test_an_export_with_the_database_down_is_503_before_any_byte():
                 assert response.status_code == 503, (path, fmt, response.text)
                 assert response.headers["retry-after"]
                 assert "database is unavailable" in response.json()["detail"]
-    app.state.engine.dispose()
+    state_of(app).engine.dispose()
 
 
 def test_the_export_command_with_the_database_down_fails_and_says_why():
@@ -468,7 +469,7 @@ def test_healthz_with_the_database_down_tells_a_stranger_only_that(spool_directo
     with TestClient(app) as client:
         anonymous = client.get("/healthz")
         admin = client.get("/healthz", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-    app.state.engine.dispose()
+    state_of(app).engine.dispose()
     assert anonymous.status_code == 503
     assert anonymous.json() == {"status": "unavailable"}
     assert spool_directory not in anonymous.text
@@ -509,7 +510,7 @@ def test_an_insecure_server_answers_loopback_host_names(database_url, host):
         response = client.get(f"{ADMIN}/chat-logs")
         assert response.status_code == 200, response.text
         assert response.json()["total"] == 60
-    client.app.state.engine.dispose()
+    state_of(client.app).engine.dispose()
 
 
 @pytest.mark.parametrize(
@@ -523,7 +524,7 @@ def test_an_insecure_server_refuses_other_host_names(database_url, host):
             assert response.status_code == 400, (path, response.text)
             assert "loopback" in response.json()["detail"]
             assert "user-1" not in response.text
-    client.app.state.engine.dispose()
+    state_of(client.app).engine.dispose()
 
 
 def test_serve_insecure_refuses_a_rebound_host_name(database_url, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +26,7 @@ from chatspan.query_api.browser import BrowserGuard, add_docs_page
 from chatspan.query_api.ingest import router as ingest_router
 from chatspan.query_api.models import Health
 from chatspan.query_api.routes import router
+from chatspan.query_api.state import ServiceState, State, attach_state
 from chatspan.store.engine import describe_error, make_engine
 from chatspan.store.migrate import SchemaGate
 from chatspan.store.writer import RecordWriter
@@ -45,13 +47,16 @@ def create_app(
     and only for loopback Host names); `docs` serves Swagger UI at /docs."""
     settings = settings or ApiSettings.from_env()
     alerts = alerts if alerts is not None else AlertSettings.from_env()
+    engine = engine or make_engine(
+        settings.database_url, timeout_s=settings.query_timeout_s, pool_size=8
+    )
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         watcher = None
         if alerts.webhook_url:
-            app.state.alerter = Alerter(app.state.engine, alerts)
-            watcher = asyncio.create_task(_watch(app.state.alerter, alerts.interval_s))
+            alerter = Alerter(engine, alerts)
+            watcher = asyncio.create_task(_watch(alerter, alerts.interval_s))
         yield
         if watcher is not None:
             watcher.cancel()
@@ -69,13 +74,17 @@ def create_app(
     app.add_middleware(BrowserGuard, loopback_only=insecure)
     if docs:
         add_docs_page(app)
-    app.state.settings = settings
-    app.state.engine = engine or make_engine(
-        settings.database_url, timeout_s=settings.query_timeout_s, pool_size=8
+    attach_state(
+        app,
+        ServiceState(
+            settings=settings,
+            engine=engine,
+            writer=RecordWriter(engine),
+            schema=SchemaGate(engine, enabled=settings.auto_migrate),
+            insecure=insecure,
+            decode_slots=threading.BoundedSemaphore(settings.ingest_max_concurrent),
+        ),
     )
-    app.state.insecure = insecure
-    app.state.writer = RecordWriter(app.state.engine)
-    app.state.schema = SchemaGate(app.state.engine, enabled=settings.auto_migrate)
     app.include_router(router)
     app.include_router(ingest_router)
     # The admin page: static files, signed in with an admin key held in the browser tab.
@@ -88,14 +97,14 @@ def create_app(
         responses={503: {"model": Health, "description": "the database does not answer"}},
     )
     def healthz(
-        request: Request,
+        state: State,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> JSONResponse:
         """Whether the service is ok; with an admin key, also the database, the spool and
         the chat settings skipped as not understood (anyone else learns no paths, queue
         names or settings)."""
         try:
-            with request.app.state.engine.connect() as connection:
+            with state.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
             body, code = {"status": "ok", "database": "reachable"}, status.HTTP_200_OK
         except exc.SQLAlchemyError as error:
@@ -104,7 +113,7 @@ def create_app(
             )
             body = {"status": "unavailable", "database": "unreachable"}
             code = status.HTTP_503_SERVICE_UNAVAILABLE
-        if not _is_admin(request, credentials):
+        if not _is_admin(state, credentials):
             return JSONResponse({"status": body["status"]}, status_code=code)
         spool = spool_status(SpoolSettings.from_env())
         problems = settings_problems()
@@ -124,9 +133,9 @@ def create_app(
     return app
 
 
-def _is_admin(request: Request, credentials: HTTPAuthorizationCredentials | None) -> bool:
+def _is_admin(state: ServiceState, credentials: HTTPAuthorizationCredentials | None) -> bool:
     try:
-        return principal(request, credentials).is_admin
+        return principal(state, credentials).is_admin
     except HTTPException:  # no credential, or not a valid one: a stranger
         return False
 

@@ -28,13 +28,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import Connection, Engine, case, delete, exists, false, func, literal, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Engine
 
-from chatspan import semconv as sc
-from chatspan.config import AlertSettings
-from chatspan.store.tables import alert_state, dify_logs, error
+from chatspan.config import AlertSettings, ConfigError
+from chatspan.store import alerts as store
 
 _logger = logging.getLogger(__name__)
 
@@ -42,7 +39,6 @@ SAMPLE_CHARS = 300  # of an error message, in a new-error alert
 TEXT_CHARS = 500  # of an alert's text
 NEW_PER_CHECK = 1_000  # new fingerprints read per check; the rest wait for the next
 STATE_KEPT = timedelta(days=30)  # announcements older than this are forgotten
-_FINGERPRINT = "fingerprint:"
 _HOUR = timedelta(hours=1)
 
 
@@ -61,6 +57,12 @@ class Alerter:
     # alerts of each rule were held back since the last summary.
     _posted_at: deque[datetime] = field(default_factory=deque, init=False, repr=False)
     _held_back: Counter[str] = field(default_factory=Counter, init=False, repr=False)
+    _webhook_url: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.settings.webhook_url:
+            raise ConfigError("alerts are posted to CHATSPAN_ALERT_WEBHOOK_URL: set it")
+        self._webhook_url = self.settings.webhook_url
 
     def check(self, now: datetime | None = None) -> list[Alert]:
         """Evaluate the rules and post what is due, within the caps; return what was
@@ -105,17 +107,8 @@ class Alerter:
         """The alerts due now: rules first, then new fingerprints, oldest first; none
         that is in its cool-down or already announced."""
         settings, alerts = self.settings, []
-        errors = connection.scalar(
-            select(func.count())
-            .select_from(error)
-            .where(error.c.created_at >= since, error.c.handled == false())
-        )
-        chats, failed = connection.execute(
-            select(
-                func.count(),
-                func.sum(case((dify_logs.c.status == sc.STATUS_ERROR, 1), else_=0)),
-            ).where(dify_logs.c.created_at >= since)
-        ).one()
+        counts = store.recent_counts(connection, since)
+        errors, chats, rate = counts.errors, counts.chats, counts.error_rate
         if settings.errors > 0 and errors > settings.errors:
             alerts.append(
                 Alert(
@@ -130,7 +123,6 @@ class Alerter:
                     },
                 )
             )
-        rate = (failed or 0) / chats if chats else 0.0
         if settings.error_rate > 0 and chats >= settings.min_chats and rate > settings.error_rate:
             alerts.append(
                 Alert(
@@ -147,18 +139,16 @@ class Alerter:
                 )
             )
         if alerts:
-            cooling = set(
-                connection.scalars(
-                    select(alert_state.c.key).where(
-                        alert_state.c.key.in_([a.key for a in alerts]),
-                        alert_state.c.noted_at > now - timedelta(minutes=settings.cooldown_minutes),
-                    )
-                )
+            cooling = store.noted_since(
+                connection,
+                [alert.key for alert in alerts],
+                now - timedelta(minutes=settings.cooldown_minutes),
             )
             alerts = [alert for alert in alerts if alert.key not in cooling]
         if settings.new_fingerprint:
             alerts += [
-                _new_error_alert(row, window) for row in _new_fingerprints(connection, since)
+                _new_error_alert(first, window)
+                for first in store.new_fingerprints(connection, since, NEW_PER_CHECK)
             ]
         return alerts
 
@@ -193,7 +183,7 @@ class Alerter:
         """Post one alert; whether it got through. Every try counts against the caps:
         a webhook that is down is not hammered either."""
         self._posted_at.append(now)
-        url = self.settings.webhook_url
+        url = self._webhook_url
         try:
             response = httpx.post(url, json=alert.payload, timeout=10)
             response.raise_for_status()
@@ -211,68 +201,22 @@ class Alerter:
 
     def _note(self, alerts: Sequence[Alert], now: datetime) -> None:
         """Remember what was announced (sent, or summed up), and forget what is old."""
-        if not alerts:
-            return
-        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        rows = [{"key": alert.key, "noted_at": now} for alert in alerts]
-        statement = insert(alert_state).values(rows)
-        statement = statement.on_conflict_do_update(
-            index_elements=[alert_state.c.key], set_={"noted_at": statement.excluded.noted_at}
-        )
-        with self.engine.begin() as connection:
-            connection.execute(statement)
-            connection.execute(delete(alert_state).where(alert_state.c.noted_at < now - STATE_KEPT))
+        store.note(self.engine, [alert.key for alert in alerts], now, now - STATE_KEPT)
 
 
-def _new_fingerprints(connection: Connection, since: datetime) -> list[Any]:
-    """The first error of each fingerprint that appeared in the window: never seen before
-    it, and not announced yet (at most NEW_PER_CHECK, oldest first)."""
-    rank = (
-        func.row_number()
-        .over(partition_by=error.c.fingerprint, order_by=error.c.created_at)
-        .label("rank")
-    )
-    firsts = (
-        select(
-            error.c.fingerprint,
-            error.c.type_error,
-            error.c.error_message,
-            error.c.trace_id,
-            error.c.created_at,
-            rank,
-        )
-        .where(
-            error.c.created_at >= since,
-            error.c.fingerprint.is_not(None),
-            error.c.handled == false(),
-        )
-        .subquery()
-    )
-    seen_before = exists().where(
-        error.c.fingerprint == firsts.c.fingerprint, error.c.created_at < since
-    )
-    announced = exists().where(alert_state.c.key == literal(_FINGERPRINT) + firsts.c.fingerprint)
-    return connection.execute(
-        select(firsts.c.fingerprint, firsts.c.type_error, firsts.c.error_message, firsts.c.trace_id)
-        .where(firsts.c.rank == 1, ~seen_before, ~announced)
-        .order_by(firsts.c.created_at)
-        .limit(NEW_PER_CHECK)
-    ).all()
-
-
-def _new_error_alert(row: Any, window: dict[str, Any]) -> Alert:
-    message = _clip(row.error_message or "", SAMPLE_CHARS)
+def _new_error_alert(first: store.FirstSeen, window: dict[str, Any]) -> Alert:
+    message = _clip(first.error_message or "", SAMPLE_CHARS)
     return Alert(
-        f"{_FINGERPRINT}{row.fingerprint}",
+        f"{store.FINGERPRINT_KEY}{first.fingerprint}",
         {
             "alert": "new_fingerprint",
-            "fingerprint": row.fingerprint,
-            "type_error": row.type_error,
+            "fingerprint": first.fingerprint,
+            "type_error": first.type_error,
             "sample_message": message,
-            "trace_id": row.trace_id,
+            "trace_id": first.trace_id,
             **window,
             "text": _clip(
-                _for_chat_tools(f"chatspan: a new error: {row.type_error}: {message}"),
+                _for_chat_tools(f"chatspan: a new error: {first.type_error}: {message}"),
                 TEXT_CHARS,
             ),
         },

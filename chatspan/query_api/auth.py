@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import jwt
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chatspan.config import ApiSettings
 from chatspan.instrumentation.dify_identity import CONSOLE_PASSPORT, WEB_APP_PASSPORT
+from chatspan.query_api.state import State
 
 bearer = HTTPBearer(auto_error=False, description="An admin API key or a user's JWT")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -36,11 +37,11 @@ class Principal:
 
 
 def principal(
-    request: Request,
+    state: State,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    settings: ApiSettings = request.app.state.settings
-    if request.app.state.insecure:
+    settings = state.settings
+    if state.insecure:
         return Principal(is_admin=True)
     if credentials is None or not credentials.credentials:
         raise HTTPException(

@@ -16,7 +16,6 @@ request's spans are stored in slices as they are decoded rather than all held fi
 from __future__ import annotations
 
 import logging
-import threading
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -41,6 +40,7 @@ from chatspan.query_api.otlp import (
     decode_json,
     decode_protobuf,
 )
+from chatspan.query_api.state import ServiceState, State
 from chatspan.records import SpanData
 from chatspan.store.engine import describe_error
 from chatspan.store.writer import WriteResult
@@ -80,19 +80,19 @@ class _Refusal(Exception):
         },
     },
 )
-async def ingest_traces(request: Request) -> Response:
+async def ingest_traces(request: Request, state: State) -> Response:
     media_type = _media_type(request)
     try:
-        _authenticate(request)
+        _authenticate(request, state)
         if media_type not in (PROTOBUF, JSON):
             raise _Refusal(415, _GRPC_INVALID, "send application/x-protobuf or application/json")
-        body, gzipped = await _read_body(request)
-        slots = _decode_slots(request)
+        body, gzipped = await _read_body(request, state.settings)
+        slots = state.decode_slots
         if not slots.acquire(blocking=False):
             raise _Refusal(503, _GRPC_UNAVAILABLE, "busy decoding other requests; retry later", 1)
         try:
             decoded, result = await run_in_threadpool(
-                _decode_and_store, request, body, gzipped, media_type
+                _decode_and_store, state, body, gzipped, media_type
             )
         finally:
             slots.release()
@@ -108,16 +108,6 @@ async def ingest_traces(request: Request) -> Response:
     return _message_response(response, media_type, status.HTTP_200_OK)
 
 
-def _decode_slots(request: Request) -> threading.BoundedSemaphore:
-    """The app's decode slots: a semaphore, so the cap holds across the thread pool."""
-    state = request.app.state
-    slots = getattr(state, "ingest_decode_slots", None)
-    if slots is None:  # made on the event loop's thread: no other maker races it
-        slots = threading.BoundedSemaphore(state.settings.ingest_max_concurrent)
-        state.ingest_decode_slots = slots
-    return slots
-
-
 def _decode_limits(settings: ApiSettings) -> DecodeLimits:
     return DecodeLimits(
         spans=settings.ingest_max_spans,
@@ -127,10 +117,10 @@ def _decode_limits(settings: ApiSettings) -> DecodeLimits:
 
 
 def _decode_and_store(
-    request: Request, body: bytes, gzipped: bool, media_type: str
+    state: ServiceState, body: bytes, gzipped: bool, media_type: str
 ) -> tuple[DecodedRequest, WriteResult]:
     """Off the event loop: a large batch takes milliseconds to inflate and decode."""
-    settings = request.app.state.settings
+    settings = state.settings
     if gzipped:
         body = _gunzip(body, settings.ingest_max_decompressed_bytes)
     decode = decode_protobuf if media_type == PROTOBUF else decode_json
@@ -139,7 +129,7 @@ def _decode_and_store(
     except OtlpDecodeError as error:
         raise _Refusal(400, _GRPC_INVALID, str(error)) from None
     del body  # JSON is parsed; protobuf spans are read from it as they are stored
-    results = [_store(request, spans) for spans in _slices(decoded)]
+    results = [_store(state, spans) for spans in _slices(decoded)]
     return decoded, WriteResult(
         chats=sum(r.chats for r in results),
         errors=sum(r.errors for r in results),
@@ -162,8 +152,7 @@ def _slices(decoded: DecodedRequest) -> Iterator[list[SpanData]]:
         yield spans
 
 
-def _store(request: Request, spans: list[SpanData]) -> WriteResult:
-    state = request.app.state
+def _store(state: ServiceState, spans: list[SpanData]) -> WriteResult:
     try:
         state.schema.ensure()
         return state.writer.write(spans)
@@ -172,10 +161,10 @@ def _store(request: Request, spans: list[SpanData]) -> WriteResult:
         raise _Refusal(503, _GRPC_UNAVAILABLE, "the database is unavailable; retry later") from None
 
 
-def _authenticate(request: Request) -> None:
-    if request.app.state.insecure:
+def _authenticate(request: Request, state: ServiceState) -> None:
+    if state.insecure:
         return
-    keys = request.app.state.settings.ingest_api_keys
+    keys = state.settings.ingest_api_keys
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if not keys:
         raise _Refusal(401, _GRPC_UNAUTHENTICATED, "ingest is off: set CHATSPAN_INGEST_API_KEYS")
@@ -183,9 +172,8 @@ def _authenticate(request: Request) -> None:
         raise _Refusal(401, _GRPC_UNAUTHENTICATED, "an ingest key is required (Bearer)")
 
 
-async def _read_body(request: Request) -> tuple[bytes, bool]:
+async def _read_body(request: Request, settings: ApiSettings) -> tuple[bytes, bool]:
     """The body as sent, within the size limit, and whether it is gzipped."""
-    settings = request.app.state.settings
     limit = settings.ingest_max_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:

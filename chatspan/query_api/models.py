@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import typing
 from datetime import datetime
+from types import GenericAlias
 from typing import Any
 
 from pydantic import BaseModel, Field, create_model
 
 from chatspan.records import ChatRecord, ErrorRecord
+from chatspan.store.queries import stats
 
 
 class PageInfo(BaseModel):
@@ -42,16 +44,14 @@ def _row_model(name: str, record: type) -> type[BaseModel]:
     return create_model(name, __doc__=record.__doc__, **columns)
 
 
-ChatLog = _row_model("ChatLog", ChatRecord)
-ErrorLog = _row_model("ErrorLog", ErrorRecord)
+def _page_model(name: str, row: type[BaseModel]) -> type[BaseModel]:
+    """A page of rows: what PageInfo says, and the rows as `data`."""
+    rows: Any = GenericAlias(list, (row,))  # list[row], of a model made at run time
+    return create_model(name, __base__=PageInfo, data=(rows, ...))
 
 
-class ChatLogPage(PageInfo):
-    data: list[ChatLog]
-
-
-class ErrorLogPage(PageInfo):
-    data: list[ErrorLog]
+ChatLogPage = _page_model("ChatLogPage", _row_model("ChatLog", ChatRecord))
+ErrorLogPage = _page_model("ErrorLogPage", _row_model("ErrorLog", ErrorRecord))
 
 
 class ErrorGroup(BaseModel):
@@ -75,52 +75,29 @@ class ErrorGroupPage(BaseModel):
     has_more: bool
 
 
-class Totals(BaseModel):
-    chats: int
-    errors: int
-    users: int
-    conversations: int
+def _response_model(shape: type, models: dict[type, type[BaseModel]]) -> type[BaseModel]:
+    """The API's model of a value the store returns, derived from its dataclass (nested
+    dataclasses become models of their own, named as they are); field descriptions come
+    from the fields' metadata."""
+    hints = typing.get_type_hints(shape)
+
+    def model_type(hint: Any) -> Any:
+        if dataclasses.is_dataclass(hint):
+            return _response_model(typing.cast(type, hint), models)
+        if typing.get_origin(hint) is list:
+            return GenericAlias(list, (model_type(typing.get_args(hint)[0]),))
+        return hint
+
+    if shape not in models:
+        fields: dict[str, Any] = {
+            field.name: (model_type(hints[field.name]), Field(**field.metadata))
+            for field in dataclasses.fields(shape)
+        }
+        models[shape] = create_model(shape.__name__, **fields)
+    return models[shape]
 
 
-class TypeCount(BaseModel):
-    type_error: str
-    count: int
-
-
-class UserCount(BaseModel):
-    user_id: str
-    chats: int
-
-
-class Bucket(BaseModel):
-    start: datetime
-    chats: int
-    errors: int
-
-
-class Percentiles(BaseModel):
-    p50: float | None
-    p95: float | None
-    p99: float | None
-
-
-class Tokens(BaseModel):
-    input: int
-    output: int
-    total: int
-
-
-class LogStats(BaseModel):
-    since: datetime
-    until: datetime
-    bucket: str = Field(description="hour for windows up to 48 h, else day")
-    totals: Totals
-    error_rate: float = Field(description="the share of chats whose status is error")
-    errors_by_type: list[TypeCount]
-    top_users: list[UserCount]
-    series: list[Bucket]
-    latency_ms: Percentiles
-    tokens: Tokens
+LogStats = _response_model(stats.LogStats, {})
 
 
 class Problem(BaseModel):

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import StringConstraints
-from sqlalchemy import Connection, Engine
 
 from chatspan import semconv as sc
-from chatspan.export import MEDIA_TYPES, ExportLines, Format, table_for
+from chatspan.config import ApiSettings
 from chatspan.query_api.auth import Admin, Reader, require_reader_of
 from chatspan.query_api.models import (
     ChatLogPage,
@@ -22,7 +22,9 @@ from chatspan.query_api.models import (
     LogStats,
     Problem,
 )
+from chatspan.query_api.state import DatabaseEngine, Settings
 from chatspan.store import queries
+from chatspan.store.export import MEDIA_TYPES, ExportLines, Format, table_for
 from chatspan.store.queries import ChatFilters, Cursor, ErrorFilters, Paging, QueryError, Window
 
 router = APIRouter(
@@ -38,7 +40,6 @@ router = APIRouter(
 # Filter values: ids and names as the tables hold them (no NUL, at most 512 characters).
 Text = Annotated[str, StringConstraints(max_length=512, pattern=r"^[^\x00]*$")]
 Search = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
-Status = Literal[sc.STATUS_OK, sc.STATUS_ERROR, sc.STATUS_CANCELLED]
 Page = Annotated[int, Query(ge=1, le=100_000, description="page number, from 1")]
 PerPage = Annotated[int, Query(ge=1, le=100)]
 CursorToken = Annotated[
@@ -56,13 +57,15 @@ Handled = Annotated[
 ]
 
 MAX_STATS_DAYS = 1000
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def chat_filters(
     user_id: Text | None = None,
     app_id: Text | None = None,
     conversation_id: Text | None = None,
-    status: Status | None = None,
+    status: sc.ChatStatus | None = None,
     since: Since = None,
     until: Until = None,
     q: Search | None = None,
@@ -106,33 +109,36 @@ PagingQuery = Annotated[Paging, Depends(paging)]
 
 @router.get("/chat-logs", response_model=ChatLogPage)
 def chat_logs(
-    request: Request,
+    database: DatabaseEngine,
+    settings: Settings,
     _admin: Admin,
     filters: ChatFilterQuery,
     paging: PagingQuery,
 ) -> dict[str, Any]:
     """Chats, newest first."""
-    with _connect(request) as connection:
+    with database.connect() as connection:
         result = _run(queries.list_chats, connection, filters, paging)
-    return _page_body(request, result, paging)
+    return _page_body(settings, result, paging)
 
 
 @router.get("/error-logs", response_model=ErrorLogPage)
 def error_logs(
-    request: Request,
+    database: DatabaseEngine,
+    settings: Settings,
     _admin: Admin,
     filters: ErrorFilterQuery,
     paging: PagingQuery,
 ) -> dict[str, Any]:
     """Errors, newest first."""
-    with _connect(request) as connection:
+    with database.connect() as connection:
         result = _run(queries.list_errors, connection, filters, paging)
-    return _page_body(request, result, paging)
+    return _page_body(settings, result, paging)
 
 
 @router.get("/error-groups", response_model=ErrorGroupPage)
 def error_groups(
-    request: Request,
+    database: DatabaseEngine,
+    settings: Settings,
     _admin: Admin,
     app_id: Text | None = None,
     type_error: Text | None = None,
@@ -147,12 +153,12 @@ def error_groups(
     filters = ErrorFilters(
         _window(since, until), app_id=app_id, type_error=type_error, handled=_handled(handled)
     )
-    with _connect(request) as connection:
+    with database.connect() as connection:
         groups, has_more = _run(
             queries.error_groups, connection, filters, sort=sort, page=page, per_page=per_page
         )
     for group in groups:
-        group["sample_trace_url"] = _trace_url(request, group["sample_trace_id"])
+        group["sample_trace_url"] = _trace_url(settings, group["sample_trace_id"])
     return {"data": groups, "page": page, "per_page": per_page, "has_more": has_more}
 
 
@@ -164,32 +170,32 @@ EXPORT_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.get("/chat-logs/export", response_class=StreamingResponse, responses=EXPORT_RESPONSES)
 def export_chat_logs(
-    request: Request,
+    database: DatabaseEngine,
     _admin: Admin,
     filters: ChatFilterQuery,
     export_format: ExportFormat = "csv",
 ) -> StreamingResponse:
     """Every chat the filters match, oldest first, streamed as CSV or JSON lines."""
-    return _export(request, filters, export_format)
+    return _export(database, filters, export_format)
 
 
 @router.get("/error-logs/export", response_class=StreamingResponse, responses=EXPORT_RESPONSES)
 def export_error_logs(
-    request: Request,
+    database: DatabaseEngine,
     _admin: Admin,
     filters: ErrorFilterQuery,
     export_format: ExportFormat = "csv",
 ) -> StreamingResponse:
     """Every error the filters match, oldest first, streamed as CSV or JSON lines."""
-    return _export(request, filters, export_format)
+    return _export(database, filters, export_format)
 
 
 def _export(
-    request: Request, filters: ChatFilters | ErrorFilters, fmt: Format
+    database: DatabaseEngine, filters: ChatFilters | ErrorFilters, fmt: Format
 ) -> StreamingResponse:
     table = table_for(filters).name
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    lines = iter(ExportLines(request.app.state.engine, filters, fmt))
+    lines = iter(ExportLines(database, filters, fmt))
     # The query runs now, before the status line: a database that is down is a 503 with
     # Retry-After, not a 200 with an empty body.
     first = next(lines, "")
@@ -202,7 +208,8 @@ def _export(
 
 @router.get("/users/{user_id:path}/chat-history", response_model=ChatLogPage)
 def chat_history(
-    request: Request,
+    database: DatabaseEngine,
+    settings: Settings,
     who: Reader,
     user_id: Text,
     paging: PagingQuery,
@@ -213,18 +220,18 @@ def chat_history(
     """One user's chats, newest first: admins, and the user's own token, may read it."""
     require_reader_of(user_id, who)
     filters = ChatFilters(_window(since, until), user_id=user_id, conversation_id=conversation_id)
-    with _connect(request) as connection:
+    with database.connect() as connection:
         result = _run(queries.list_chats, connection, filters, paging)
-    return _page_body(request, result, paging)
+    return _page_body(settings, result, paging)
 
 
 @router.get("/log-stats", response_model=LogStats)
 def log_stats(
-    request: Request,
+    database: DatabaseEngine,
     _admin: Admin,
     since: Since = None,
     until: Until = None,
-) -> dict[str, Any]:
+) -> queries.LogStats:
     """Statistics over a window: the last 30 days unless since / until say otherwise."""
     window = _window(since, until)
     try:
@@ -238,19 +245,14 @@ def log_stats(
         raise _unprocessable(
             f"log-stats covers at most {MAX_STATS_DAYS} days; narrow since / until"
         )
-    return _run(queries.log_stats, request.app.state.engine, Window(start, end))
+    return _run(queries.log_stats, database, Window(start, end))
 
 
 def _handled(value: str) -> bool | None:
     return None if value == "any" else value == "true"
 
 
-def _connect(request: Request) -> Connection:
-    engine: Engine = request.app.state.engine
-    return engine.connect()
-
-
-def _run(query: Any, *args: Any, **kwargs: Any) -> Any:
+def _run(query: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
     try:
         return query(*args, **kwargs)
     except QueryError as error:
@@ -284,9 +286,9 @@ def _utc(moment: datetime | None) -> datetime | None:
         raise _unprocessable(f"{moment.isoformat()} is out of range") from None
 
 
-def _page_body(request: Request, result: queries.Page, paging: Paging) -> dict[str, Any]:
+def _page_body(settings: ApiSettings, result: queries.Page, paging: Paging) -> dict[str, Any]:
     for row in result.rows:
-        row["trace_url"] = _trace_url(request, row["trace_id"])
+        row["trace_url"] = _trace_url(settings, row["trace_id"])
     return {
         "data": result.rows,
         "page": paging.page,
@@ -298,8 +300,8 @@ def _page_body(request: Request, result: queries.Page, paging: Paging) -> dict[s
     }
 
 
-def _trace_url(request: Request, trace_id: str | None) -> str | None:
-    template = request.app.state.settings.trace_url_template
+def _trace_url(settings: ApiSettings, trace_id: str | None) -> str | None:
+    template = settings.trace_url_template
     if not template or not trace_id:
         return None
     return template.replace("{trace_id}", trace_id)

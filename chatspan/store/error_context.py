@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Any
 
-from sqlalchemy import Connection, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, func, or_, select, update
 
 from chatspan import semconv as sc
 from chatspan.records import ChatRecord, ErrorRecord, take_chat_context
@@ -70,7 +71,7 @@ class ErrorContextJoin:
                 if chat.trace_id in self._waiting
             ]
         for chat, ids in due:
-            values = {
+            values: dict[str, ColumnElement[Any]] = {
                 name: func.coalesce(error.c[name], getattr(chat, name))
                 for name in ("user_id", "app_id", "conversation_id", "route")
             }

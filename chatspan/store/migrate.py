@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, column, exc, inspect, select, table
+from sqlalchemy import ColumnClause, Engine, column, exc, inspect, select, table
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -27,7 +27,7 @@ HEAD_REVISION = "0004"  # the newest script in migrations/versions
 MIGRATION_LOCK_ID = 0x63686174  # an arbitrary constant: "chat"
 SCRIPTS = Path(__file__).parent / "migrations"
 _upgrade_lock = threading.Lock()
-_version_num = column("version_num")
+_version_num: ColumnClause[str] = column("version_num")
 _versions = select(_version_num).select_from(table(VERSION_TABLE, _version_num))
 
 

@@ -26,7 +26,7 @@ import operator
 from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
 from json import encoder as json_encoder
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg.adapt import Dumper
@@ -111,7 +111,8 @@ def copy_values(
 
 
 def _cursor(connection: Connection) -> psycopg.Cursor[Any]:
-    return connection.connection.driver_connection.cursor()
+    driver = connection.connection.driver_connection
+    return cast("psycopg.Connection[Any]", driver).cursor()
 
 
 _values = operator.methodcaller("values")
@@ -123,7 +124,7 @@ def _json_encoder() -> Callable[[Any], str]:
     The C encoder is made once here; making it per value (``json.dumps``,
     ``JSONEncoder.encode``) cost more than encoding a record's attributes.
     """
-    make = json_encoder.c_make_encoder
+    make = getattr(json_encoder, "c_make_encoder", None)
     if make is None:  # an interpreter without json's C accelerator
         return json.JSONEncoder(check_circular=False, separators=(",", ":")).encode
     # markers=None: no cycle check; the mapping leaves only plain values in attributes.

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
+from sqlalchemy import Delete, Engine, Update, and_, delete, func, or_, select, text, update
 
 from chatspan.store import partitions
 from chatspan.store.tables import metadata
@@ -50,8 +50,8 @@ def apply(
     if redact:
         older = and_(older, or_(*(table.c[c].is_not(None) for c in CONTENT[table_name])))
     with engine.connect() as connection:
-        matched = connection.scalar(select(func.count()).select_from(table).where(older))
-        total = connection.scalar(select(func.count()).select_from(table))
+        matched = connection.scalar(select(func.count()).select_from(table).where(older)) or 0
+        total = connection.scalar(select(func.count()).select_from(table)) or 0
     whole_months = [] if redact else _months_before(engine, table_name, cutoff)
     result = RetentionResult(table_name, matched, total)
     if dry_run or not matched:
@@ -64,6 +64,7 @@ def apply(
         progress(result.changed, matched)
     while True:
         batch = select(table.c.id).where(older).limit(batch_rows).scalar_subquery()
+        statement: Update | Delete
         if redact:
             statement = (
                 update(table)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from sqlalchemy import Engine, Table, select
 
 from chatspan.store.engine import describe_error
-from chatspan.store.queries import (
+from chatspan.store.queries.filters import (
     ChatFilters,
     ErrorFilters,
     as_utc,
