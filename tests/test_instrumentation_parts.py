@@ -13,7 +13,6 @@ from memory import peak_growth
 from chatspan.config import DEFAULT_MAX_CONTENT_CHARS, CaptureSettings
 from chatspan.instrumentation import build_telemetry
 from chatspan.instrumentation.chat_call import ChatCall
-from chatspan.instrumentation.dify_identity import app_key_digest
 from chatspan.instrumentation.profiles import (
     CHAT,
     DIFY,
@@ -24,6 +23,7 @@ from chatspan.instrumentation.profiles import (
     read_custom_routes,
 )
 from chatspan.instrumentation.redaction import Redactor
+from chatspan.instrumentation.shapes.dify_identity import app_key_digest
 from chatspan.instrumentation.sse import EventBuffer, data_lines
 
 from spans import SpanRecorder

@@ -21,7 +21,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from chatspan.config import CaptureSettings
 from chatspan.instrumentation import (
-    dify_identity,
+    dify_objects,
     distro,
     flask_hooks,
     greenlets,
@@ -120,7 +120,7 @@ def _chat_settings(
 
 # Hooks into the frameworks (and what the app calls while serving a chat), installed
 # once per process for whichever of them is installed.
-_HOOKS = (flask_hooks, starlette_hooks, threads, greenlets, dify_identity, model_calls)
+_HOOKS = (flask_hooks, starlette_hooks, threads, greenlets, dify_objects, model_calls)
 _watched_providers: weakref.WeakSet[Any] = weakref.WeakSet()
 
 

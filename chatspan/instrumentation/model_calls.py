@@ -6,7 +6,7 @@ and greenlets that carry the chat's context. chatspan learns the model from thre
 sources, the best one that spoke winning:
 
 1. ``dify``: Dify's own message record, created for the chat with the model and provider
-   the app is configured with (see :mod:`chatspan.instrumentation.dify_identity`);
+   the app is configured with (see :mod:`chatspan.instrumentation.dify_objects`);
 2. ``span``: a GenAI span in the chat's trace, as OpenTelemetry's GenAI instrumentations
    and OpenInference's write them (``gen_ai.request.model``, ``llm.model_name``, ...);
 3. ``http``: the body of a call to a model API made with httpx or requests while the chat

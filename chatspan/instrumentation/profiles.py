@@ -18,8 +18,8 @@ from typing import Any
 
 from chatspan import semconv as sc
 from chatspan.config import ConfigError
-from chatspan.instrumentation.dify_errors import is_app_failure, run_failure
-from chatspan.instrumentation.dify_identity import (
+from chatspan.instrumentation.shapes.dify_errors import is_app_failure, run_failure
+from chatspan.instrumentation.shapes.dify_identity import (
     CONSOLE_PASSPORT,
     WEB_APP_PASSPORT,
     app_key_digest,
@@ -196,7 +196,7 @@ class DifyShape(Shape):
         self, authorization: str | None, params: Mapping[str, str], facts: RequestFacts
     ) -> None:
         """The app and user the credential names; Dify's own objects refine them later
-        (see dify_identity), and the app key's digest names the app only as a fallback."""
+        (see dify_objects), and the app key's digest names the app only as a fallback."""
         facts.attributes[sc.DIFY_INVOKE_FROM] = self.invoke_from
         if self.invoke_from == "service-api":
             digest = app_key_digest(authorization)

@@ -1,68 +1,21 @@
-"""Which app and which user a Dify chat belongs to, as Dify itself knows them.
+"""Which app, user and model a Dify chat belongs to, as Dify's own objects say.
 
-Dify names the app of a chat differently on each road in: the service API by its app
-key, the web app by its passport (a JWT whose claims name the app and the end user),
-the console debugger by the app id in its path (and the account in the console token).
-Rows must carry Dify's app UUID whatever the road, so:
-
-- Inside Dify's process the app, the end user and the message are the objects Dify's
-  own request handling loads or creates for the request (its auth decorators load the
-  ``apps`` and ``end_users`` rows; the chat creates a ``messages`` row naming the model).
-  SQLAlchemy's ORM events hand them to the chat current in that context: nothing is
-  queried by chatspan, and nothing happens outside a chat.
-- Tokens are read as labels only (their claims, unverified): Dify verifies them, and a
-  request it refuses is no chat.
-- The app key's SHA-256 digest names the app only when nothing else does.
+Inside Dify's process the app, the end user and the message are the objects Dify's own
+request handling loads or creates for the request (its auth decorators load the ``apps``
+and ``end_users`` rows; the chat creates a ``messages`` row naming the model).
+SQLAlchemy's ORM events hand them to the chat current in that context: nothing is
+queried by chatspan, and nothing happens outside a chat. They refine what the chat's
+credential said (see ``shapes.dify_identity``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
-import hashlib
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from chatspan.instrumentation.chat_context import current_chat
 from chatspan.instrumentation.guard import swallowing
-
-WEB_APP_PASSPORT = "Web API Passport"  # the `sub` of a Dify web-app passport
-CONSOLE_PASSPORT = "Console API Passport"  # the `sub` of a Dify console login token
-
-
-def bearer_claims(authorization: str | None) -> Mapping[str, Any]:
-    """The claims of a bearer JWT, unverified (labels only); empty when there is none."""
-    scheme, _, token = (authorization or "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or token.count(".") != 2:
-        return {}
-    payload = token.split(".")[1]
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (ValueError, binascii.Error):
-        return {}
-    return claims if isinstance(claims, dict) else {}
-
-
-@functools.lru_cache(maxsize=256)
-def app_key_digest(authorization: str | None) -> str | None:
-    """A stable, non-secret name for the app behind a Dify app key (``key-`` + digest).
-
-    The key itself must never be stored; a short SHA-256 digest tells apps apart without
-    revealing anything. A process serves a handful of keys, so each digest is computed
-    once and remembered (in memory only, beside the copies the app itself holds).
-    """
-    if not authorization:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip().startswith("app-"):
-        return None
-    return "key-" + hashlib.sha256(token.strip().encode()).hexdigest()[:16]
-
-
-# -- Dify's own objects ---------------------------------------------------------------
 
 
 def _app_loaded(app: Any) -> None:
@@ -121,14 +74,14 @@ def uninstall() -> None:
 def _on_load(target: Any, _context: Any) -> None:
     handler = _ON_LOAD.get(_table_of(type(target)))  # a dict look-up for any other table
     if handler is not None:
-        with swallowing("dify_identity._on_load"):
+        with swallowing("dify_objects._on_load"):
             handler(target)
 
 
 def _on_init(target: Any, _args: Any, kwargs: Mapping[str, Any]) -> None:
     handler = _ON_INIT.get(_table_of(type(target)))
     if handler is not None:
-        with swallowing("dify_identity._on_init"):
+        with swallowing("dify_objects._on_init"):
             handler(target, kwargs)
 
 
