@@ -11,18 +11,18 @@ import pytest
 from memory import peak_growth
 
 from chatspan.config import DEFAULT_MAX_CONTENT_CHARS, CaptureSettings
-from chatspan.instrumentation import build_telemetry
+from chatspan.instrumentation import build_telemetry, routing
 from chatspan.instrumentation.chat_call import ChatCall
-from chatspan.instrumentation.profiles import (
+from chatspan.instrumentation.redaction import Redactor
+from chatspan.instrumentation.routing import (
     CHAT,
-    DIFY,
     ChatRoute,
     Router,
     dify_routes,
     openai_routes,
     read_custom_routes,
 )
-from chatspan.instrumentation.redaction import Redactor
+from chatspan.instrumentation.shapes.dify import DIFY
 from chatspan.instrumentation.shapes.dify_identity import app_key_digest
 from chatspan.instrumentation.sse import EventBuffer, data_lines
 
@@ -100,7 +100,7 @@ def test_custom_routes_from_configuration():
         json.dumps(
             [
                 {"path": "/ask", "query": "question", "user": "who.id", "answer": "reply.text"},
-                {"path": "/bots/<app_id>/chat", "format": "openai"},
+                {"path": "/bots/<app_id>/chat", "shape": "openai"},
             ]
         )
     )
@@ -113,6 +113,29 @@ def test_custom_routes_from_configuration():
     assert bot.route.shape.name == "openai"
 
 
+def test_the_old_key_format_still_names_a_shape_with_one_warning(monkeypatch, caplog):
+    monkeypatch.setattr(routing, "_warned", set())
+    raw = json.dumps(
+        [
+            {"path": "/old", "format": "openai"},
+            {"path": "/new", "shape": "dify"},
+            {"path": "/older", "format": "dify"},
+        ]
+    )
+    for _health_check in range(3):  # read at start and by each health check
+        routes, problems = read_custom_routes(raw)
+        assert problems == []
+        assert [route.shape.name for route in routes] == ["openai", "dify", "dify"]
+    (warning,) = [r for r in caplog.records if r.name == routing.__name__]
+    assert warning.levelname == "WARNING"
+    assert warning.getMessage() == (
+        'chatspan: CHATSPAN_CHAT_ROUTES[0], CHATSPAN_CHAT_ROUTES[2]: the key "format" is now '
+        'named "shape"; "format" is still read, rename it to "shape"'
+    )
+    routes, problems = read_custom_routes('[{"path": "/x", "format": "soap"}]')
+    assert routes == [] and "format must be" in problems[0]
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
@@ -123,7 +146,7 @@ def test_custom_routes_from_configuration():
             '[{"path": "/x", "qeury": "q"}]',
             r"CHATSPAN_CHAT_ROUTES\[0\] has unknown keys \['qeury'\]",
         ),
-        ('[{"path": "/x", "format": "soap"}]', "format must be"),
+        ('[{"path": "/x", "shape": "soap"}]', "shape must be"),
         ('[{"path": "/x", "operation": "embed"}]', "operation must be one of"),
         ('[{"path": "/x", "extractor": "nosuchmodule:f"}]', "cannot load extractor"),
         ('[{"path": "/x", "extractor": "json"}]', "package.module:function"),

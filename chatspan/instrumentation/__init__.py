@@ -31,14 +31,14 @@ from chatspan.instrumentation import (
 )
 from chatspan.instrumentation.activation import ACTIVATION
 from chatspan.instrumentation.chat_call import ChatTelemetry
-from chatspan.instrumentation.profiles import (
+from chatspan.instrumentation.redaction import Redactor
+from chatspan.instrumentation.routing import (
     ChatRoute,
     Router,
     dify_routes,
     openai_routes,
     read_custom_routes,
 )
-from chatspan.instrumentation.redaction import Redactor
 
 __all__ = ["ChatInstrumentor", "ChatRoute", "settings_problems"]
 

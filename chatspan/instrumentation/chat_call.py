@@ -24,18 +24,16 @@ from chatspan import semconv as sc
 from chatspan.config import CaptureSettings
 from chatspan.instrumentation import model_calls
 from chatspan.instrumentation.chat_context import CHAT_CALL_KEY
-from chatspan.instrumentation.profiles import (
-    WORKFLOW,
+from chatspan.instrumentation.facts import (
     AnswerText,
     ExceptionFacts,
     RequestFacts,
     ResponseFacts,
-    RouteMatch,
-    Router,
     content_text,
-    decode_pieces,
 )
 from chatspan.instrumentation.redaction import Redactor, exception_attributes, redact_values
+from chatspan.instrumentation.routing import WORKFLOW, RouteMatch, Router
+from chatspan.instrumentation.shapes.base import decode_pieces
 from chatspan.instrumentation.sse import EventBuffer, data_lines
 from chatspan.records import REFUSED_STATUSES
 
@@ -278,10 +276,8 @@ class ChatCall:
             if response.message_id is not None and (piece := shape.piece(data)) is not None:
                 pieces.append(piece)
                 continue
-            if data == b"[DONE]" or len(data) > _MAX_PARSED_EVENT_BYTES:
-                continue  # the end marker; audio and files, which are never captured
-            if b"tts_message" in data[:64]:
-                continue
+            if len(data) > _MAX_PARSED_EVENT_BYTES or shape.never_parsed(data):
+                continue  # audio, files, end markers: never captured
             if pieces:  # keep the order: a later event may replace the answer so far
                 response.answer.append(decode_pieces(pieces))
                 pieces.clear()

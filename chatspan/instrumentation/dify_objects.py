@@ -15,20 +15,24 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from chatspan.instrumentation.chat_context import current_chat
+from chatspan.instrumentation.facts import text_or_none
 from chatspan.instrumentation.guard import swallowing
 
 
 def _app_loaded(app: Any) -> None:
     chat = current_chat()
     if chat is not None:
-        chat.learn_app(_text(getattr(app, "id", None)), _text(getattr(app, "name", None)))
+        chat.learn_app(
+            text_or_none(getattr(app, "id", None)), text_or_none(getattr(app, "name", None))
+        )
 
 
 def _end_user_loaded(end_user: Any) -> None:
     chat = current_chat()
     if chat is not None:
         chat.learn_end_user(
-            _text(getattr(end_user, "session_id", None)), _text(getattr(end_user, "app_id", None))
+            text_or_none(getattr(end_user, "session_id", None)),
+            text_or_none(getattr(end_user, "app_id", None)),
         )
 
 
@@ -37,7 +41,9 @@ def _message_created(message: Any, kwargs: Mapping[str, Any]) -> None:
     if chat is not None:
         model = kwargs.get("model_id")
         if model:
-            chat.learn_model(_text(model), _text(kwargs.get("model_provider")), source="dify")
+            chat.learn_model(
+                text_or_none(model), text_or_none(kwargs.get("model_provider")), source="dify"
+            )
 
 
 # Dify's tables whose rows say who asks and what is called.
@@ -89,7 +95,3 @@ def _on_init(target: Any, _args: Any, kwargs: Mapping[str, Any]) -> None:
 def _table_of(cls: type) -> str:
     table = getattr(cls, "__tablename__", None)
     return table if isinstance(table, str) else ""
-
-
-def _text(value: Any) -> str | None:
-    return str(value) if value not in (None, "") else None
