@@ -30,7 +30,6 @@ from chatspan.instrumentation import (
     threads,
 )
 from chatspan.instrumentation.activation import ACTIVATION
-from chatspan.instrumentation.chat_call import ChatTelemetry
 from chatspan.instrumentation.redaction import Redactor
 from chatspan.instrumentation.routing import (
     ChatRoute,
@@ -39,6 +38,7 @@ from chatspan.instrumentation.routing import (
     openai_routes,
     read_custom_routes,
 )
+from chatspan.instrumentation.telemetry import ChatTelemetry
 
 __all__ = ["ChatInstrumentor", "ChatRoute", "settings_problems"]
 

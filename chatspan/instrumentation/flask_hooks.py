@@ -25,7 +25,8 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from chatspan.instrumentation.activation import ACTIVATION
-from chatspan.instrumentation.chat_call import ChatCall, record_outside_chat
+from chatspan.instrumentation.chat_call import ChatCall
+from chatspan.instrumentation.outside_chat import record_outside_chat
 from chatspan.instrumentation.sse import DEFAULT_BATCH_BYTES
 
 ENVIRON_KEY = "chatspan.chat_call"
@@ -94,7 +95,7 @@ def _dispatch_request(app: Any) -> Any:
     chat = flask.request.environ.get(ENVIRON_KEY)
     if chat is None:
         return original(app)
-    token = otel_context.attach(chat.context())
+    token = otel_context.attach(chat.context)
     try:
         return original(app)
     finally:
@@ -156,7 +157,7 @@ class ChatResponseBody:
 
     def _relay(self) -> Iterator[bytes]:
         chat = self._chat
-        token = otel_context.attach(chat.context())
+        token = otel_context.attach(chat.context)
         sent: list[bytes] = []  # handed to the server, not yet shown to the chat
         size = 0
         try:

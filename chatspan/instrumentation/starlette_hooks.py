@@ -16,7 +16,8 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from chatspan.instrumentation.activation import ACTIVATION
-from chatspan.instrumentation.chat_call import ChatCall, record_outside_chat
+from chatspan.instrumentation.chat_call import ChatCall
+from chatspan.instrumentation.outside_chat import record_outside_chat
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -119,7 +120,7 @@ class ChatMiddleware:
                     completed = True
 
         failed = False
-        token = otel_context.attach(chat.context())
+        token = otel_context.attach(chat.context)
         try:
             await self.app(scope, receive, chat_send)
         except (asyncio.CancelledError, OSError):
