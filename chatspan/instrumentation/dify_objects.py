@@ -16,7 +16,7 @@ from typing import Any
 
 from chatspan.instrumentation.chat_context import current_chat
 from chatspan.instrumentation.facts import text_or_none
-from chatspan.instrumentation.guard import swallowing
+from chatspan.instrumentation.guard import Guard
 
 
 def _app_loaded(app: Any) -> None:
@@ -78,17 +78,21 @@ def uninstall() -> None:
 
 
 def _on_load(target: Any, _context: Any) -> None:
-    handler = _ON_LOAD.get(_table_of(type(target)))  # a dict look-up for any other table
-    if handler is not None:
-        with swallowing("dify_objects._on_load"):
+    with _ON_LOAD_GUARD:
+        handler = _ON_LOAD.get(_table_of(type(target)))  # a dict look-up for any other table
+        if handler is not None:
             handler(target)
 
 
 def _on_init(target: Any, _args: Any, kwargs: Mapping[str, Any]) -> None:
-    handler = _ON_INIT.get(_table_of(type(target)))
-    if handler is not None:
-        with swallowing("dify_objects._on_init"):
+    with _ON_INIT_GUARD:
+        handler = _ON_INIT.get(_table_of(type(target)))
+        if handler is not None:
             handler(target, kwargs)
+
+
+_ON_LOAD_GUARD = Guard("the ORM's load event")
+_ON_INIT_GUARD = Guard("the ORM's init event")
 
 
 @functools.lru_cache(maxsize=1024)
