@@ -34,7 +34,7 @@ from chatspan.instrumentation.facts import AnswerText, ExceptionFacts, RequestFa
 from chatspan.instrumentation.redaction import exception_attributes, redact_values
 from chatspan.instrumentation.routing import RouteMatch
 from chatspan.instrumentation.shapes.base import decode_pieces
-from chatspan.instrumentation.sse import EventBuffer, data_lines
+from chatspan.instrumentation.sse import EventBuffer, event_data
 from chatspan.instrumentation.telemetry import ChatTelemetry
 from chatspan.records import REFUSED_STATUSES
 
@@ -277,7 +277,7 @@ class ChatCall:
         """Read a run of complete SSE events: text pieces in bulk, others one by one."""
         shape, response = self._route.shape, self.response
         pieces: list[bytes] = []
-        for data in data_lines(events):
+        for data in event_data(events):
             # The first event is always parsed: it names the message and conversation.
             if response.message_id is not None and (piece := shape.piece(data)) is not None:
                 pieces.append(piece)
