@@ -17,7 +17,9 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+# Its module is marked `# type: ignore` as a whole, so mypy sees none of its names.
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from chatspan.config import CaptureSettings
 from chatspan.instrumentation import (

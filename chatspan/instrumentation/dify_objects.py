@@ -79,14 +79,14 @@ def uninstall() -> None:
 
 def _on_load(target: Any, _context: Any) -> None:
     with _ON_LOAD_GUARD:
-        handler = _ON_LOAD.get(_table_of(type(target)))  # a dict look-up for any other table
+        handler = _ON_LOAD.get(_table_of(target.__class__))  # a dict look-up for any other table
         if handler is not None:
             handler(target)
 
 
 def _on_init(target: Any, _args: Any, kwargs: Mapping[str, Any]) -> None:
     with _ON_INIT_GUARD:
-        handler = _ON_INIT.get(_table_of(type(target)))
+        handler = _ON_INIT.get(_table_of(target.__class__))
         if handler is not None:
             handler(target, kwargs)
 
