@@ -29,6 +29,7 @@ from chatspan.instrumentation.shapes.dify_identity import (
     app_key_digest,
     bearer_claims,
 )
+from chatspan.instrumentation.shapes.openai import read_usage
 
 # A text piece: a message event with an "answer" key after a comma, whose string is
 # followed by no brace up to the event's closing one at the end. That key is the event's
@@ -201,12 +202,8 @@ class DifyShape(Shape):
         if not isinstance(metadata, Mapping):
             return
         usage = metadata.get("usage")
+        read_usage(usage, facts)
         if isinstance(usage, Mapping):
-            facts.usage(
-                usage.get("prompt_tokens"),
-                usage.get("completion_tokens"),
-                usage.get("total_tokens"),
-            )
             for key, attribute in _DIFY_USAGE_ATTRIBUTES:
                 value = usage.get(key)
                 if value is not None:

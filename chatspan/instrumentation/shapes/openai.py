@@ -82,13 +82,15 @@ class OpenAIShape(Shape):
     def _common(body: Mapping[str, Any], facts: ResponseFacts) -> None:
         facts.message_id = facts.message_id or text_or_none(body.get("id"))
         facts.model = text_or_none(body.get("model")) or facts.model
-        usage = body.get("usage")
-        if isinstance(usage, Mapping):
-            facts.usage(
-                usage.get("prompt_tokens"),
-                usage.get("completion_tokens"),
-                usage.get("total_tokens"),
-            )
+        read_usage(body.get("usage"), facts)
+
+
+def read_usage(usage: Any, facts: ResponseFacts) -> None:
+    """Token counts from a usage object in OpenAI's form, which Dify's follows too."""
+    if isinstance(usage, Mapping):
+        facts.usage(
+            usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens")
+        )
 
 
 OPENAI = OpenAIShape()
