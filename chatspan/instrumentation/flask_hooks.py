@@ -80,6 +80,7 @@ def _call(app: Any, environ: dict[str, Any], start_response: Callable[..., Any])
         route = _chat_route(app, environ)
     if route is not None:
         telemetry, match = route
+        # Outside the guard: reading the request's stream, the server's errors are the app's.
         body = _read_body_once(environ, telemetry.capture.max_request_bytes)
         with _IN_CALL:
             chat = _start_chat(environ, telemetry, match, body)

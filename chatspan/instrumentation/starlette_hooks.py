@@ -103,7 +103,10 @@ class ChatMiddleware:
                     record_outside_chat(telemetry, exception, scope["method"], str(path))
                 raise
 
-        headers = {k.lower(): v for k, v in scope.get("headers", ()) if k.lower() in _WANTED}
+        headers: dict[bytes, bytes] = {}
+        with _IN_MIDDLEWARE:
+            headers = {k.lower(): v for k, v in scope.get("headers", ()) if k.lower() in _WANTED}
+        # Outside the guard: receiving the request's messages, the server's errors are the app's.
         body, receive = await _read_body_once(
             receive, headers.get(b"content-length"), telemetry.capture.max_request_bytes
         )
