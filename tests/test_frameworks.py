@@ -17,7 +17,8 @@ from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.trace import SpanKind
 
 from chatspan.instrumentation import ChatInstrumentor, ChatRoute
-from chatspan.instrumentation.profiles import CHAT, DIFY
+from chatspan.instrumentation.routing import CHAT
+from chatspan.instrumentation.shapes.dify import DIFY
 from chatspan.records import SpanData, map_spans
 
 from spans import SpanRecorder

@@ -11,20 +11,20 @@ import pytest
 from memory import peak_growth
 
 from chatspan.config import DEFAULT_MAX_CONTENT_CHARS, CaptureSettings
-from chatspan.instrumentation import build_telemetry
+from chatspan.instrumentation import build_telemetry, routing
 from chatspan.instrumentation.chat_call import ChatCall
-from chatspan.instrumentation.dify_identity import app_key_digest
-from chatspan.instrumentation.profiles import (
+from chatspan.instrumentation.redaction import Redactor
+from chatspan.instrumentation.routing import (
     CHAT,
-    DIFY,
     ChatRoute,
     Router,
     dify_routes,
     openai_routes,
     read_custom_routes,
 )
-from chatspan.instrumentation.redaction import Redactor
-from chatspan.instrumentation.sse import EventBuffer, data_lines
+from chatspan.instrumentation.shapes.dify import DIFY
+from chatspan.instrumentation.shapes.dify_identity import app_key_digest
+from chatspan.instrumentation.sse import EventBuffer, event_data
 
 from spans import SpanRecorder
 
@@ -35,7 +35,7 @@ EVENTS = [
     b'data: {"event": "message", "answer": "lo"}\r\n\r\n',
     b"event: custom\ndata: line one\n\n",
 ]
-DATA_LINES = [
+EVENT_DATA = [
     b'{"event": "message", "answer": "Hel"}',
     b'{"event": "message", "answer": "lo"}',
     b"line one",
@@ -50,7 +50,7 @@ def _read(buffer: EventBuffer, chunks) -> bytes:
 def test_sse_events_are_the_same_however_the_bytes_are_split():
     stream = b"".join(EVENTS)
     whole = _read(EventBuffer(), [stream])
-    assert data_lines(whole) == DATA_LINES
+    assert event_data(whole) == EVENT_DATA
     for split in range(1, len(stream)):
         buffer = EventBuffer(batch_bytes=1)  # a batch at every chunk: splits everywhere
         assert _read(buffer, [stream[:split], stream[split:]]) == whole
@@ -66,8 +66,59 @@ def test_an_oversized_event_is_dropped_as_it_passes():
             complete += buffer.take()
         assert buffer.held <= 4096 + 1024
     complete += _read(buffer, [EVENTS[0]])
-    assert data_lines(complete) == [DATA_LINES[0]]
+    assert event_data(complete) == [EVENT_DATA[0]]
     assert buffer.skipped_events == 1
+
+
+def test_sse_event_data_is_read_as_the_spec_reads_it():
+    events = (
+        b'data: {"a":\ndata:  1}\n\n'  # consecutive data lines, joined with LF
+        b"data: one\nid: 7\ndata\ndata:two\n\n"  # other fields between; a bare "data"
+        b"data: single\n\n"
+        b"event: named\ndata: after a field\n\n"
+        b": a comment\n\n"
+        b"database: not a data line\n\n"
+    )
+    assert event_data(events) == [b'{"a":\n 1}', b"one\n\ntwo", b"single", b"after a field"]
+    # One data line per event (Dify, OpenAI): each line is its event's data.
+    assert event_data(b"data: x\n\ndata:y\n\ndata\n\n") == [b"x", b"y", b""]
+
+
+def test_sse_lines_may_end_in_a_bare_cr_even_across_chunks():
+    """CR LF, LF and a bare CR all end a line, whichever chunk the CR and LF arrive in."""
+    stream = b'data: {"x":\r\ndata: 1}\r\rdata: two\r\n\r\ndata: three\n\rdata: four\r\r'
+    expected = [b'{"x":\n1}', b"two", b"three", b"four"]
+    assert event_data(_read(EventBuffer(), [stream])) == expected
+    for split in range(1, len(stream)):
+        buffer = EventBuffer(batch_bytes=1)
+        assert event_data(_read(buffer, [stream[:split], stream[split:]])) == expected, split
+    assert event_data(_read(EventBuffer(batch_bytes=1), [bytes([b]) for b in stream])) == expected
+
+
+def test_a_custom_route_reads_multi_line_data_events():
+    """A custom route's stream of pretty-printed JSON, one data line per JSON line, with
+    CR line ends: the answer is what the events' data, joined per the spec, say."""
+    (route,), problems = read_custom_routes(
+        json.dumps([{"path": "/ask", "stream_answer": "delta.text", "message_id": "id"}])
+    )
+    assert problems == []
+    telemetry = build_telemetry(SpanRecorder().provider)
+    match = Router([route]).match("POST", "/ask")
+
+    def event(data: dict) -> bytes:
+        lines = json.dumps(data, indent=2).split("\n")
+        return b"".join(b"data: " + line.encode() + b"\r" for line in lines) + b"\r"
+
+    stream = b"".join(
+        event({"id": "r1", "delta": {"text": piece}}) for piece in ("Multi", "-line ", "data")
+    )
+    for cut in (len(stream), 5, 1):
+        chat = ChatCall(telemetry, match, None)
+        chat.response_started(200, "text/event-stream")
+        chat.body_chunks([stream[i : i + cut] for i in range(0, len(stream), cut)])
+        chat.finish()
+        assert chat.response.answer.text() == "Multi-line data"
+        assert chat.response.message_id == "r1"
 
 
 def test_router_matches_dify_and_openai_routes():
@@ -100,7 +151,7 @@ def test_custom_routes_from_configuration():
         json.dumps(
             [
                 {"path": "/ask", "query": "question", "user": "who.id", "answer": "reply.text"},
-                {"path": "/bots/<app_id>/chat", "format": "openai"},
+                {"path": "/bots/<app_id>/chat", "shape": "openai"},
             ]
         )
     )
@@ -113,6 +164,29 @@ def test_custom_routes_from_configuration():
     assert bot.route.shape.name == "openai"
 
 
+def test_the_old_key_format_still_names_a_shape_with_one_warning(monkeypatch, caplog):
+    monkeypatch.setattr(routing, "_warned", set())
+    raw = json.dumps(
+        [
+            {"path": "/old", "format": "openai"},
+            {"path": "/new", "shape": "dify"},
+            {"path": "/older", "format": "dify"},
+        ]
+    )
+    for _health_check in range(3):  # read at start and by each health check
+        routes, problems = read_custom_routes(raw)
+        assert problems == []
+        assert [route.shape.name for route in routes] == ["openai", "dify", "dify"]
+    (warning,) = [r for r in caplog.records if r.name == routing.__name__]
+    assert warning.levelname == "WARNING"
+    assert warning.getMessage() == (
+        'chatspan: CHATSPAN_CHAT_ROUTES[0], CHATSPAN_CHAT_ROUTES[2]: the key "format" is now '
+        'named "shape"; "format" is still read, rename it to "shape"'
+    )
+    routes, problems = read_custom_routes('[{"path": "/x", "format": "soap"}]')
+    assert routes == [] and "format must be" in problems[0]
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
@@ -123,7 +197,7 @@ def test_custom_routes_from_configuration():
             '[{"path": "/x", "qeury": "q"}]',
             r"CHATSPAN_CHAT_ROUTES\[0\] has unknown keys \['qeury'\]",
         ),
-        ('[{"path": "/x", "format": "soap"}]', "format must be"),
+        ('[{"path": "/x", "shape": "soap"}]', "shape must be"),
         ('[{"path": "/x", "operation": "embed"}]', "operation must be one of"),
         ('[{"path": "/x", "extractor": "nosuchmodule:f"}]', "cannot load extractor"),
         ('[{"path": "/x", "extractor": "json"}]', "package.module:function"),
@@ -289,7 +363,7 @@ def test_streamed_answer_is_what_parsing_every_event_gives(path, events, separat
     assert expected.answer.text()  # the reference read something
 
     stream = _stream([event for event, _fast in events], separators)
-    taken = [shape.piece(data) is not None for data in data_lines(stream)]
+    taken = [shape.piece(data) is not None for data in event_data(stream)]
     assert taken == [fast for _event, fast in events], "the fast road took the wrong events"
     for cut in (len(stream), 7, 1):  # whole, and in small chunks
         chat = ChatCall(telemetry, match, None)

@@ -17,11 +17,13 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+# Its module is marked `# type: ignore` as a whole, so mypy sees none of its names.
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from chatspan.config import CaptureSettings
 from chatspan.instrumentation import (
-    dify_identity,
+    dify_objects,
     distro,
     flask_hooks,
     greenlets,
@@ -30,15 +32,15 @@ from chatspan.instrumentation import (
     threads,
 )
 from chatspan.instrumentation.activation import ACTIVATION
-from chatspan.instrumentation.chat_call import ChatTelemetry
-from chatspan.instrumentation.profiles import (
+from chatspan.instrumentation.redaction import Redactor
+from chatspan.instrumentation.routing import (
     ChatRoute,
     Router,
     dify_routes,
     openai_routes,
     read_custom_routes,
 )
-from chatspan.instrumentation.redaction import Redactor
+from chatspan.instrumentation.telemetry import ChatTelemetry
 
 __all__ = ["ChatInstrumentor", "ChatRoute", "settings_problems"]
 
@@ -120,7 +122,7 @@ def _chat_settings(
 
 # Hooks into the frameworks (and what the app calls while serving a chat), installed
 # once per process for whichever of them is installed.
-_HOOKS = (flask_hooks, starlette_hooks, threads, greenlets, dify_identity, model_calls)
+_HOOKS = (flask_hooks, starlette_hooks, threads, greenlets, dify_objects, model_calls)
 _watched_providers: weakref.WeakSet[Any] = weakref.WeakSet()
 
 

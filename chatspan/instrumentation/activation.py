@@ -10,7 +10,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-from chatspan.instrumentation.chat_call import ChatTelemetry
+from chatspan.instrumentation.telemetry import ChatTelemetry
 
 
 class Activation:

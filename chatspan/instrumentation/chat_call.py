@@ -3,40 +3,39 @@
 :class:`ChatCall` is protocol-neutral: the WSGI and ASGI adapters hand it the request
 body, the response status and headers, and each body chunk as it goes to the client;
 it keeps only what it needs (capped text, a bounded SSE buffer), and turns it into the
-chat span's attributes and ``exception`` events when the response ends.
+chat span's attributes (see chat_attributes) and ``exception`` events when the
+response ends. What the traffic means is its route's shape's to say.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from json.encoder import encode_basestring as _json_string
 from time import time_ns
-from typing import Any
+from typing import NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from chatspan import semconv as sc
-from chatspan.config import CaptureSettings
 from chatspan.instrumentation import model_calls
-from chatspan.instrumentation.chat_context import CHAT_CALL_KEY
-from chatspan.instrumentation.profiles import (
-    WORKFLOW,
-    AnswerText,
-    ExceptionFacts,
-    RequestFacts,
-    ResponseFacts,
-    RouteMatch,
-    Router,
-    content_text,
-    decode_pieces,
+from chatspan.instrumentation.chat_attributes import (
+    input_attributes,
+    learned_attributes,
+    request_attributes,
+    response_attributes,
+    span_name,
 )
-from chatspan.instrumentation.redaction import Redactor, exception_attributes, redact_values
-from chatspan.instrumentation.sse import EventBuffer, data_lines
+from chatspan.instrumentation.chat_context import CHAT_CALL_KEY
+from chatspan.instrumentation.facts import AnswerText, ExceptionFacts, RequestFacts, ResponseFacts
+from chatspan.instrumentation.redaction import exception_attributes, redact_values
+from chatspan.instrumentation.routing import RouteMatch
+from chatspan.instrumentation.shapes.base import decode_pieces
+from chatspan.instrumentation.sse import EventBuffer, event_data
+from chatspan.instrumentation.telemetry import ChatTelemetry
 from chatspan.records import REFUSED_STATUSES
 
 _logger = logging.getLogger(__name__)
@@ -51,14 +50,9 @@ _refused = metrics.get_meter("chatspan").create_counter(
 )
 
 
-@dataclass(frozen=True)
-class ChatTelemetry:
-    """What every chat request of an instrumented process shares."""
-
-    tracer: Tracer
-    router: Router
-    capture: CaptureSettings
-    redact: Redactor
+class _Started(NamedTuple):
+    span: trace.Span  # the chat span
+    parent: trace.Span  # the span current when it started: the server span, if any
 
 
 class ChatCall:
@@ -73,9 +67,6 @@ class ChatCall:
         self.request = RequestFacts(operation=match.route.operation)
         match.route.shape.read_credentials(authorization, match.params, self.request)
         self.response = ResponseFacts(answer=AnswerText(telemetry.capture.max_content_chars))
-        self.span: trace.Span | None = None
-        self._context: otel_context.Context | None = None
-        self._parent: trace.Span = trace.INVALID_SPAN
         self._raised: list[tuple[BaseException, int]] = []  # recorded when the chat ends
         self._request_captured = True
         self._status_code: int | None = None
@@ -105,29 +96,34 @@ class ChatCall:
                     "chatspan: could not read a %s request", self._route.path, exc_info=True
                 )
 
-    def start_span(self) -> None:
-        """Open the chat span as a child of the current span (the server span, if any)."""
-        if self.span is not None:
-            return
+    @functools.cached_property
+    def _started(self) -> _Started:
+        """The one place the chat span starts, on first use: as a child of the span
+        current then. That is the server span once the app dispatches the request (the
+        framework hooks ask for the chat's context there); an exception, the response
+        or its end, when one comes first, starts it where they happen."""
         parent_context = otel_context.get_current()
-        self._parent = trace.get_current_span(parent_context)
-        self.span = self._telemetry.tracer.start_span(
-            self._span_name(),
+        span = self._telemetry.tracer.start_span(
+            span_name(self._route, self.request),
             context=parent_context,
             kind=SpanKind.INTERNAL,
             start_time=self.start_ns,
-            attributes=self._request_attributes(),
+            attributes=request_attributes(
+                self._route, self.request, body_captured=self._request_captured
+            ),
         )
-        model_calls.chat_started(self.span.get_span_context().trace_id, self)
+        model_calls.chat_started(span.get_span_context().trace_id, self)
+        return _Started(span, trace.get_current_span(parent_context))
 
+    @property
+    def span(self) -> trace.Span:
+        """The chat span (started now if it was not)."""
+        return self._started.span
+
+    @functools.cached_property
     def context(self) -> otel_context.Context:
         """A context in which the chat span is current, for work done on its behalf."""
-        if self._context is None:
-            self.start_span()
-            self._context = otel_context.set_value(
-                CHAT_CALL_KEY, self, trace.set_span_in_context(self.span)
-            )
-        return self._context
+        return otel_context.set_value(CHAT_CALL_KEY, self, trace.set_span_in_context(self.span))
 
     # -- what the app's own work says about the chat ------------------------------------
 
@@ -163,17 +159,16 @@ class ChatCall:
         if self._finished or any(exception is seen for seen, _at in self._raised):
             return
         self._raised.append((exception, time_ns()))
-        self.start_span()
-        if self._parent.is_recording():
+        parent = self._started.parent
+        if parent.is_recording():
             # The server instrumentation records the same exception on its span: say so,
             # and the mapping stores it once, from here, with the chat's context.
-            self._parent.set_attribute(sc.CHATSPAN_EXCEPTION_ON_CHAT_SPAN, type(exception).__name__)
+            parent.set_attribute(sc.CHATSPAN_EXCEPTION_ON_CHAT_SPAN, type(exception).__name__)
 
     # -- response ------------------------------------------------------------------
 
     def response_started(self, status_code: int, content_type: str | None) -> None:
         self._status_code = status_code
-        self.start_span()
         if not self.span.is_recording():
             return  # not sampled: nothing read from the answer would be kept
         media_type = (content_type or "").split(";", 1)[0].strip().lower()
@@ -209,7 +204,6 @@ class ChatCall:
         """End the chat span: the response is complete, or the client went away."""
         if self._finished:
             return
-        self.start_span()
         self._finished = True
         span = self.span
         model_calls.chat_ended(span.get_span_context().trace_id)
@@ -229,18 +223,28 @@ class ChatCall:
         self._add_exception_events(raised)
         span.set_attributes(
             {
-                **self._learned_attributes(),
-                **self._input_attributes(),
-                **self._response_attributes(cancelled),
+                **learned_attributes(self.request, self._learned),
+                **input_attributes(self.request, self._telemetry),
+                **response_attributes(
+                    self.request,
+                    response,
+                    self._telemetry,
+                    time_to_first_piece_s=self._time_to_first_piece_s(),
+                    cancelled=cancelled,
+                ),
             }
         )
         if "app" in self._learned:
-            span.update_name(self._span_name())
+            span.update_name(span_name(self._route, self.request))
         failure = self._failure(raised)
         if failure and not cancelled:
             span.set_attribute(sc.ERROR_TYPE, failure)
             span.set_status(Status(StatusCode.ERROR, failure))
         span.end()
+
+    def _time_to_first_piece_s(self) -> float | None:
+        first = self._first_piece_ns
+        return None if first is None else (first - self.start_ns) / 1e9
 
     def _end_refused(self, span: trace.Span) -> None:
         """The app refused the request: the span says so, and no chat row is made of it."""
@@ -273,15 +277,13 @@ class ChatCall:
         """Read a run of complete SSE events: text pieces in bulk, others one by one."""
         shape, response = self._route.shape, self.response
         pieces: list[bytes] = []
-        for data in data_lines(events):
+        for data in event_data(events):
             # The first event is always parsed: it names the message and conversation.
             if response.message_id is not None and (piece := shape.piece(data)) is not None:
                 pieces.append(piece)
                 continue
-            if data == b"[DONE]" or len(data) > _MAX_PARSED_EVENT_BYTES:
-                continue  # the end marker; audio and files, which are never captured
-            if b"tts_message" in data[:64]:
-                continue
+            if len(data) > _MAX_PARSED_EVENT_BYTES or shape.never_parsed(data):
+                continue  # audio, files, end markers: never captured
             if pieces:  # keep the order: a later event may replace the answer so far
                 response.answer.append(decode_pieces(pieces))
                 pieces.clear()
@@ -324,149 +326,3 @@ class ChatCall:
         if status is not None and status >= 400:
             return str(status)
         return type(raised[0][0]).__name__ if raised else None
-
-    # -- attributes ----------------------------------------------------------------
-
-    def _request_attributes(self) -> dict[str, Any]:
-        """Who asks, where: the span's attributes from its start, before the view runs."""
-        request, shape = self.request, self._route.shape
-        attributes: dict[str, Any] = {
-            sc.GEN_AI_OPERATION_NAME: request.operation,
-            sc.OPENINFERENCE_SPAN_KIND: "CHAIN" if request.operation == WORKFLOW else "LLM",
-            sc.CHATSPAN_ROUTE: self._route.path,
-            sc.GEN_AI_PROVIDER_NAME: request.provider or shape.provider,
-            sc.GEN_AI_REQUEST_MODEL: request.model,
-            sc.GEN_AI_REQUEST_STREAM: request.stream,
-            sc.GEN_AI_CONVERSATION_ID: request.conversation_id,
-            sc.SESSION_ID: request.conversation_id,
-            sc.USER_ID: request.user,
-            sc.DIFY_APP_ID: request.app_id,
-            sc.DIFY_APP_NAME: request.app_name,
-            **request.attributes,
-            sc.CHATSPAN_REDACTED: True,  # its text is put on it redacted
-        }
-        if not self._request_captured:
-            attributes[sc.CHATSPAN_REQUEST_CAPTURED] = False
-        return sc.present(attributes)
-
-    def _span_name(self) -> str:
-        request = self.request
-        name = request.app_name or request.app_id or request.model or self._route.shape.name
-        return f"{request.operation} {name}"
-
-    def _learned_attributes(self) -> dict[str, Any]:
-        """What the app's own work told the chat after its span started."""
-        request, learned = self.request, self._learned
-        attributes: dict[str, Any] = {}
-        if "app" in learned or "user" in learned:
-            attributes[sc.DIFY_APP_ID] = request.app_id
-            attributes[sc.DIFY_APP_NAME] = request.app_name
-        if "user" in learned:
-            attributes[sc.USER_ID] = request.user
-        if "model" in learned:
-            attributes[sc.GEN_AI_REQUEST_MODEL] = request.model
-            attributes[sc.GEN_AI_PROVIDER_NAME] = request.provider
-        return sc.present(attributes)
-
-    def _input_attributes(self) -> dict[str, Any]:
-        """The question and the conversation so far, redacted. Set at the end, once the
-        answer has gone out: redacting a long history never delays the view."""
-        request = self.request
-        if not self._telemetry.capture.capture_content:
-            return {}
-        if request.input_messages:
-            messages = [
-                (m.get("role"), self._content(content_text(m.get("content"))))
-                for m in request.input_messages
-            ]
-            # The query is the last user message: redacted once, with the others.
-            query = next((text for role, text in reversed(messages) if role == "user"), None)
-        else:
-            query = self._content(request.query)
-            messages = [("user", query)] if query else []
-        attributes = {sc.INPUT_VALUE: query} if query else {}
-        if messages:
-            attributes[sc.GEN_AI_INPUT_MESSAGES] = _messages_json(messages)
-        return attributes
-
-    def _response_attributes(self, cancelled: bool) -> dict[str, Any]:
-        response, request = self.response, self.request
-        attributes: dict[str, Any] = {
-            sc.GEN_AI_RESPONSE_ID: response.message_id,
-            sc.GEN_AI_RESPONSE_MODEL: response.model,
-            sc.GEN_AI_USAGE_INPUT_TOKENS: response.input_tokens,
-            sc.GEN_AI_USAGE_OUTPUT_TOKENS: response.output_tokens,
-            **response.attributes,
-        }
-        if response.total_tokens != (response.input_tokens or 0) + (response.output_tokens or 0):
-            attributes[sc.CHATSPAN_TOTAL_TOKENS] = response.total_tokens  # workflows: total only
-        if request.conversation_id is None and response.conversation_id:
-            attributes[sc.GEN_AI_CONVERSATION_ID] = response.conversation_id
-            attributes[sc.SESSION_ID] = response.conversation_id
-        if self._first_piece_ns is not None:
-            attributes[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = (
-                self._first_piece_ns - self.start_ns
-            ) / 1e9
-        if cancelled:
-            attributes[sc.CHATSPAN_STATUS] = sc.STATUS_CANCELLED
-        if self._telemetry.capture.capture_content and response.answer:
-            answer = self._content(response.answer.text())
-            attributes[sc.OUTPUT_VALUE] = answer
-            attributes[sc.GEN_AI_OUTPUT_MESSAGES] = _messages_json([("assistant", answer)])
-            if response.answer.truncated:
-                attributes[sc.CHATSPAN_OUTPUT_TRUNCATED] = True
-        return sc.present(attributes)
-
-    def _content(self, text: str | None) -> str | None:
-        if not text:
-            return None
-        return self._telemetry.redact(text[: self._telemetry.capture.max_content_chars])
-
-
-def record_outside_chat(
-    telemetry: ChatTelemetry, exception: BaseException, method: str, route: str
-) -> None:
-    """Record an exception of a request that is not a chat.
-
-    On the current span when there is one (the server span): recorded as the server
-    instrumentation records it, but redacted, so when it records the same exception
-    again (in clear: chatspan cannot stop that) the mapping, which redacts that copy,
-    stores the two copies once. Without a server span, on a span of its own,
-    so that the error still reaches the ``error`` table.
-    """
-    attributes = exception_attributes(telemetry.redact, exception)
-    span = trace.get_current_span()
-    if span.is_recording():
-        span.record_exception(exception, attributes=attributes)
-        span.set_status(Status(StatusCode.ERROR, type(exception).__name__))
-        return
-    with telemetry.tracer.start_as_current_span(
-        f"{method} {route}",
-        kind=SpanKind.SERVER,
-        attributes={sc.HTTP_ROUTE: route, "http.request.method": method},
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as error_span:
-        error_span.record_exception(exception, attributes=attributes)
-        error_span.set_status(Status(StatusCode.ERROR, type(exception).__name__))
-
-
-def _messages_json(messages: list[tuple[Any, str | None]]) -> str:
-    """Messages in the GenAI conventions' form, a role and text parts each, as JSON.
-
-    Written out by hand around the json module's string encoder: the same text as
-    ``json.dumps(..., ensure_ascii=False)`` of the nested dicts, at a tenth of the cost,
-    which every chat pays twice.
-    """
-    return (
-        "["
-        + ", ".join(
-            '{"role": '
-            + _json_string(str(role or "user"))
-            + ', "parts": [{"type": "text", "content": '
-            + _json_string(text or "")
-            + "}]}"
-            for role, text in messages
-        )
-        + "]"
-    )

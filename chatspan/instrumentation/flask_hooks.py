@@ -13,20 +13,27 @@ Hooks installed on ``flask.app.Flask`` itself:
   Flask or an extension (flask-restx, which Dify uses) reports itself. Each exception
   is recorded once: on the chat span for a chat route, else on the current (server)
   span, else on a span of its own.
+
+chatspan's work in each hook runs under a guard (see guard.py); the app's own calls
+run outside it, so its exceptions reach it as they would without chatspan.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any
 
 from opentelemetry import context as otel_context
 
 from chatspan.instrumentation.activation import ACTIVATION
-from chatspan.instrumentation.chat_call import ChatCall, record_outside_chat
+from chatspan.instrumentation.chat_call import ChatCall
+from chatspan.instrumentation.guard import Guard
+from chatspan.instrumentation.outside_chat import record_outside_chat
+from chatspan.instrumentation.routing import RouteMatch
 from chatspan.instrumentation.sse import DEFAULT_BATCH_BYTES
+from chatspan.instrumentation.telemetry import ChatTelemetry
 
 ENVIRON_KEY = "chatspan.chat_call"
 _originals: dict[str, Any] = {}
@@ -39,12 +46,9 @@ def install() -> None:
 
     if _originals:
         return
-    _originals["__call__"] = Flask.__call__
-    _originals["dispatch_request"] = Flask.dispatch_request
-    _originals["handle_user_exception"] = Flask.handle_user_exception
-    Flask.__call__ = _call
-    Flask.dispatch_request = _dispatch_request
-    Flask.handle_user_exception = _handle_user_exception
+    for name, hook in _HOOKS.items():
+        _originals[name] = getattr(Flask, name)
+        setattr(Flask, name, hook)
     flask.got_request_exception.connect(_on_exception, weak=False)
 
 
@@ -54,60 +58,96 @@ def uninstall() -> None:
 
     if not _originals:
         return
-    Flask.__call__ = _originals.pop("__call__")
-    Flask.dispatch_request = _originals.pop("dispatch_request")
-    Flask.handle_user_exception = _originals.pop("handle_user_exception")
+    for name in _HOOKS:
+        setattr(Flask, name, _originals.pop(name))
     flask.got_request_exception.disconnect(_on_exception)
+
+
+# The places where chatspan's work runs inside the app's calls, each under its guard.
+_IN_CALL = Guard("Flask.__call__")
+_IN_DISPATCH = Guard("Flask.dispatch_request")
+_IN_HANDLER = Guard("Flask.handle_user_exception")
+_IN_SIGNAL = Guard("Flask's got_request_exception signal")
+_IN_RELAY = Guard("the Flask response relay")
+_AT_END = Guard("the end of a Flask response")
 
 
 def _call(app: Any, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     original = _originals["__call__"]
-    telemetry = ACTIVATION.telemetry_for(app)
-    if telemetry is None or ENVIRON_KEY in environ:
+    route: tuple[ChatTelemetry, RouteMatch] | None = None
+    chat: ChatCall | None = None
+    with _IN_CALL:
+        route = _chat_route(app, environ)
+    if route is not None:
+        telemetry, match = route
+        # Outside the guard: reading the request's stream, the server's errors are the app's.
+        body = _read_body_once(environ, telemetry.capture.max_request_bytes)
+        with _IN_CALL:
+            chat = _start_chat(environ, telemetry, match, body)
+    if chat is None:
         return original(app, environ, start_response)
-    match = telemetry.router.match(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""))
-    if match is None:
-        return original(app, environ, start_response)
-
-    chat = ChatCall(telemetry, match, environ.get("HTTP_AUTHORIZATION"))
-    chat.read_request_body(_read_body_once(environ, telemetry.capture.max_request_bytes))
-    environ[ENVIRON_KEY] = chat
 
     def chat_start_response(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
-        content_type = next((v for k, v in headers if k.lower() == "content-type"), None)
-        chat.response_started(int(status.split(" ", 1)[0]), content_type)
+        with _IN_CALL:
+            content_type = next((v for k, v in headers if k.lower() == "content-type"), None)
+            chat.response_started(int(status.split(" ", 1)[0]), content_type)
         return start_response(status, headers, *exc_info)
 
     try:
-        body = original(app, environ, chat_start_response)
+        response = original(app, environ, chat_start_response)
     except BaseException as exception:
-        chat.record_exception(exception)
-        chat.finish()
+        with _IN_CALL:
+            chat.record_exception(exception)
+            chat.finish()
         raise
-    return ChatResponseBody(body, chat)
+    return ChatResponseBody(response, chat)
+
+
+def _chat_route(app: Any, environ: dict[str, Any]) -> tuple[ChatTelemetry, RouteMatch] | None:
+    """The chat route a request of an instrumented app is for, if any."""
+    telemetry = ACTIVATION.telemetry_for(app)
+    if telemetry is None or ENVIRON_KEY in environ:
+        return None
+    match = telemetry.router.match(environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", ""))
+    return None if match is None else (telemetry, match)
+
+
+def _start_chat(
+    environ: dict[str, Any], telemetry: ChatTelemetry, match: RouteMatch, body: bytes | None
+) -> ChatCall:
+    chat = ChatCall(telemetry, match, environ.get("HTTP_AUTHORIZATION"))
+    chat.read_request_body(body)
+    environ[ENVIRON_KEY] = chat
+    return chat
 
 
 def _dispatch_request(app: Any) -> Any:
     import flask  # noqa: PLC0415
 
     original = _originals["dispatch_request"]
-    chat = flask.request.environ.get(ENVIRON_KEY)
-    if chat is None:
+    token = None
+    with _IN_DISPATCH:
+        chat = flask.request.environ.get(ENVIRON_KEY)
+        if chat is not None:
+            token = otel_context.attach(chat.context)
+    if token is None:
         return original(app)
-    token = otel_context.attach(chat.context())
     try:
         return original(app)
     finally:
-        otel_context.detach(token)
+        with _IN_DISPATCH:
+            otel_context.detach(token)
 
 
 def _handle_user_exception(app: Any, exception: Exception) -> Any:
-    _record(app, exception)
+    with _IN_HANDLER:
+        _record(app, exception)
     return _originals["handle_user_exception"](app, exception)
 
 
 def _on_exception(sender: Any, exception: BaseException, **_extra: Any) -> None:
-    _record(sender, exception)
+    with _IN_SIGNAL:
+        _record(sender, exception)
 
 
 def _record(app: Any, exception: BaseException) -> None:
@@ -130,6 +170,11 @@ def _record(app: Any, exception: BaseException) -> None:
 
 
 _MARK = "_chatspan_recorded"
+_HOOKS: dict[str, Callable[..., Any]] = {
+    "__call__": _call,
+    "dispatch_request": _dispatch_request,
+    "handle_user_exception": _handle_user_exception,
+}
 
 
 class ChatResponseBody:
@@ -154,9 +199,11 @@ class ChatResponseBody:
     def __iter__(self) -> Iterator[bytes]:
         return self._chunks
 
-    def _relay(self) -> Iterator[bytes]:
+    def _relay(self) -> Generator[bytes, None, None]:
         chat = self._chat
-        token = otel_context.attach(chat.context())
+        token = None
+        with _IN_RELAY:
+            token = otel_context.attach(chat.context)
         sent: list[bytes] = []  # handed to the server, not yet shown to the chat
         size = 0
         try:
@@ -164,18 +211,24 @@ class ChatResponseBody:
                 sent.append(chunk)
                 size += len(chunk)
                 yield chunk
-                if size >= DEFAULT_BATCH_BYTES or chat.reads_every_chunk:
-                    chat.body_chunks(sent)
-                    sent.clear()
-                    size = 0
+                with _IN_RELAY:
+                    if size < DEFAULT_BATCH_BYTES and not chat.reads_every_chunk:
+                        continue
+                run, sent, size = sent, [], 0
+                with _IN_RELAY:
+                    chat.body_chunks(run)
             self._done = True
         except Exception as exception:
-            chat.record_exception(exception)
+            with _IN_RELAY:
+                chat.record_exception(exception)
             raise
         finally:
-            if sent:
-                chat.body_chunks(sent)
-            otel_context.detach(token)
+            with _IN_RELAY:
+                if sent:
+                    chat.body_chunks(sent)
+            if token is not None:
+                with _IN_RELAY:
+                    otel_context.detach(token)
             self._finish()
 
     def close(self) -> None:
@@ -188,7 +241,8 @@ class ChatResponseBody:
             self._finish()
 
     def _finish(self) -> None:
-        self._chat.finish(cancelled=not self._done)
+        with _AT_END:
+            self._chat.finish(cancelled=not self._done)
 
 
 def _read_body_once(environ: dict[str, Any], limit: int) -> bytes | None:

@@ -15,6 +15,9 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
+from chatspan.instrumentation.guard import Guard
+from chatspan.instrumentation.threads import carrying_context
+
 _originals: dict[str, Callable[..., Any]] = {}
 
 
@@ -26,7 +29,7 @@ def install() -> None:
     for name in ("spawn", "spawn_later"):
         original = getattr(gevent, name)
         _originals[name] = original
-        setattr(gevent, name, _carrying_context(original, name == "spawn_later"))
+        setattr(gevent, name, _spawning_in_context(original, name == "spawn_later"))
 
 
 def uninstall() -> None:
@@ -37,21 +40,16 @@ def uninstall() -> None:
     _originals.clear()
 
 
-def _carrying_context(spawn: Callable[..., Any], delayed: bool) -> Callable[..., Any]:
+def _spawning_in_context(spawn: Callable[..., Any], delayed: bool) -> Callable[..., Any]:
     @functools.wraps(spawn)
     def spawn_in_context(*args: Any, **kwargs: Any) -> Any:
         position = 1 if delayed else 0  # spawn_later(seconds, run, ...)
-        run = args[position]
-        context = otel_context.get_current()
-
-        @functools.wraps(run)
-        def run_in_context(*run_args: Any, **run_kwargs: Any) -> Any:
-            token = otel_context.attach(context)
-            try:
-                return run(*run_args, **run_kwargs)
-            finally:
-                otel_context.detach(token)
-
-        return spawn(*args[:position], run_in_context, *args[position + 1 :], **kwargs)
+        with _IN_GREENLETS:
+            run = carrying_context(args[position], otel_context.get_current(), _IN_GREENLETS)
+            args = (*args[:position], run, *args[position + 1 :])
+        return spawn(*args, **kwargs)
 
     return spawn_in_context
+
+
+_IN_GREENLETS = Guard("the greenlets' context carrier")

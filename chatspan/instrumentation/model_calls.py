@@ -6,7 +6,7 @@ and greenlets that carry the chat's context. chatspan learns the model from thre
 sources, the best one that spoke winning:
 
 1. ``dify``: Dify's own message record, created for the chat with the model and provider
-   the app is configured with (see :mod:`chatspan.instrumentation.dify_identity`);
+   the app is configured with (see :mod:`chatspan.instrumentation.dify_objects`);
 2. ``span``: a GenAI span in the chat's trace, as OpenTelemetry's GenAI instrumentations
    and OpenInference's write them (``gen_ai.request.model``, ``llm.model_name``, ...);
 3. ``http``: the body of a call to a model API made with httpx or requests while the chat
@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from chatspan import semconv as sc
 from chatspan.instrumentation.chat_context import CHAT_CALL_KEY, current_chat
-from chatspan.instrumentation.guard import swallowing
+from chatspan.instrumentation.guard import Guard
 
 if TYPE_CHECKING:
     from chatspan.instrumentation.chat_call import ChatCall
@@ -62,13 +62,19 @@ class SpansInsideChats(SpanProcessor):
     and the model GenAI spans name is the chat's."""
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        if otel_context.get_value(CHAT_CALL_KEY, parent_context) is not None:
-            span.set_attribute(sc.CHATSPAN_INSIDE_CHAT, True)
+        with _ON_START:
+            if otel_context.get_value(CHAT_CALL_KEY, parent_context) is not None:
+                span.set_attribute(sc.CHATSPAN_INSIDE_CHAT, True)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if not _open_chats or span.context is None:
+        if not _open_chats:
             return
-        chat = _open_chats.get(span.context.trace_id)
+        with _ON_END:
+            self._learn_model(span)
+
+    @staticmethod
+    def _learn_model(span: ReadableSpan) -> None:
+        chat = _open_chats.get(span.context.trace_id) if span.context is not None else None
         scope = span.instrumentation_scope
         if chat is None or (scope is not None and scope.name == "chatspan"):
             return  # no open chat in this trace, or the chat span itself
@@ -76,10 +82,11 @@ class SpansInsideChats(SpanProcessor):
         model = next((attributes[k] for k in _SPAN_MODEL_KEYS if attributes.get(k)), None)
         if model is not None:
             provider = next((attributes[k] for k in _SPAN_PROVIDER_KEYS if attributes.get(k)), None)
-            with swallowing("SpansInsideChats.on_end"):
-                chat.learn_model(str(model), str(provider) if provider else None, source="span")
+            chat.learn_model(str(model), str(provider) if provider else None, source="span")
 
 
+_ON_START = Guard("SpansInsideChats.on_start")
+_ON_END = Guard("SpansInsideChats.on_end")
 _SPAN_MODEL_KEYS = (sc.GEN_AI_RESPONSE_MODEL, sc.GEN_AI_REQUEST_MODEL, sc.LLM_MODEL_NAME)
 _SPAN_PROVIDER_KEYS = (sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_SYSTEM, "llm.provider")
 
@@ -157,11 +164,11 @@ def _wrap(owner: type, method: str, read: Callable[[Any], tuple[str, Any]]) -> N
     if (owner, method) in _originals:
         return
     original = _originals[(owner, method)] = getattr(owner, method)
-    where = f"{owner.__qualname__}.{method}"
+    guard = Guard(f"{owner.__module__.partition('.')[0]}.{owner.__qualname__}.{method}")
 
     def look(request: Any) -> None:
-        if current_chat() is not None:
-            with swallowing(where):
+        with guard:
+            if current_chat() is not None:
                 _learn_from_request(*read(request))
 
     if inspect.iscoroutinefunction(original):

@@ -16,7 +16,7 @@ import functools
 import re
 import traceback
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Final, Literal
 
 from chatspan import semconv as sc
 from chatspan.config import CaptureSettings
@@ -42,11 +42,13 @@ def _luhn_valid(digits: list[int]) -> bool:
 # (quick test, pattern, mask): a rule runs only when its quick test passes, so ordinary
 # chat text costs a few substring checks. DIGITS marks rules that need a run of digits:
 # both need seven digits or more, with at most separators between them.
-DIGITS = "digits"
+DIGITS: Final = "digits"
 _MIN_RUN_DIGITS = 7
 _DIGIT_RUN = re.compile(r"\d[\d .()+-]{5,}\d")  # digits and separators, 7 or more
 _NO_ASCII_DIGITS = str.maketrans("", "", "0123456789")
-_RULES: list[tuple[tuple[str, ...] | str, str, str | Callable[[re.Match[str]], str]]] = [
+_RULES: list[
+    tuple[tuple[str, ...] | Literal["digits"], str, str | Callable[[re.Match[str]], str]]
+] = [
     (("earer", "EARER"), r"\b[Bb](?:earer|EARER)\s+[A-Za-z0-9._~+/=-]{8,}", "Bearer [REDACTED]"),
     (("eyJ",), r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", "[REDACTED_TOKEN]"),
     (
@@ -90,7 +92,7 @@ class Redactor:
         for hints, regex, mask in self._rules:
             if mask is skip:
                 continue
-            if hints is DIGITS:
+            if hints == DIGITS:
                 if has_digit_run is None:
                     has_digit_run = _has_digit_run(text)
                 if not has_digit_run:

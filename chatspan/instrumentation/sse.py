@@ -6,8 +6,12 @@ app produced. :class:`EventBuffer` collects them and hands out runs of complete 
 an unfinished one; an event larger than the cap (base64 audio, say) is dropped as it
 passes, never held whole.
 
-:func:`data_lines` takes a batch's ``data:`` values with one regular expression, so the
-many small text events of a streamed answer cost little Python.
+Events are read as the SSE specification (WHATWG HTML, "Server-sent events") reads
+them: a line ends in CR LF, LF or a bare CR; an event ends at a blank line; its data
+is the value of each of its ``data`` lines (one space after the colon dropped), joined
+with LF. :func:`event_data` takes a batch's data with one regular expression when no
+event has more than one ``data`` line, as in Dify's and OpenAI's streams, so the many
+small text events of a streamed answer cost little Python.
 """
 
 from __future__ import annotations
@@ -49,12 +53,15 @@ class EventBuffer:
         data = b"".join([self._tail, *self._chunks])
         self._chunks.clear()
         self._size = 0
+        held = b""
         if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
+            if data.endswith(b"\r") and not final:
+                data, held = data[:-1], b"\r"  # a CR LF may be cut between two chunks
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         if self._skipping:
             end = data.find(b"\n\n")
             if end < 0:
-                self._tail = data[-2:]  # may hold the first half of the separator
+                self._tail = data[-2:] + held  # may hold the first half of the separator
                 return b""
             data = data[end + 2 :]
             self._skipping = False
@@ -62,7 +69,8 @@ class EventBuffer:
             self._tail = b""
             return data
         cut = data.rfind(b"\n\n")
-        complete, self._tail = (data[: cut + 2], data[cut + 2 :]) if cut >= 0 else (b"", data)
+        complete, tail = (data[: cut + 2], data[cut + 2 :]) if cut >= 0 else (b"", data)
+        self._tail = tail + held
         if len(self._tail) > self._max:
             self._tail = self._tail[-2:]
             self._skipping = True
@@ -75,9 +83,21 @@ class EventBuffer:
         return self._size + len(self._tail)
 
 
-def data_lines(events: bytes) -> list[bytes]:
-    """The value of each ``data:`` line of a run of complete events, in order."""
-    return _DATA_LINE.findall(events)
+def event_data(events: bytes) -> list[bytes]:
+    """The data of each event of a run of complete events (LF line ends), in order."""
+    if _CONTINUED_DATA.search(events) is None:
+        # Every data line is the first line of its event: each is an event's data.
+        # Dify and OpenAI stream only such events, read here with one expression.
+        return _DATA_LINE.findall(events)
+    found = []
+    for event in events.split(b"\n\n"):
+        lines = _DATA_LINE.findall(event)
+        if lines:
+            found.append(b"\n".join(lines))
+    return found
 
 
-_DATA_LINE = re.compile(rb"^data: ?(.*)$", re.MULTILINE)
+# A data line: the field name, then a colon and its value (one space dropped) or nothing.
+_DATA_LINE = re.compile(rb"^data(?:: ?(.*)|)$", re.MULTILINE)
+# A data line after another line of its event (which may be a data line too).
+_CONTINUED_DATA = re.compile(rb"\n(?<=[^\n]\n)data")

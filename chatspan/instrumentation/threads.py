@@ -21,6 +21,8 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
+from chatspan.instrumentation.guard import Guard
+
 _CONTEXT_ATTRIBUTE = "_chatspan_context"
 _originals: dict[tuple[type, str], Callable[..., Any]] = {}
 
@@ -50,20 +52,19 @@ def _replace(owner: type, name: str, wrapper: Callable[..., Any]) -> None:
 
 
 def _start(original: Callable[..., Any], thread: threading.Thread) -> None:
-    setattr(thread, _CONTEXT_ATTRIBUTE, otel_context.get_current())
+    with _IN_THREADS:
+        setattr(thread, _CONTEXT_ATTRIBUTE, otel_context.get_current())
     original(thread)
 
 
 def _run(original: Callable[..., Any], thread: threading.Thread) -> None:
-    context = getattr(thread, _CONTEXT_ATTRIBUTE, None)
+    context = None
+    with _IN_THREADS:
+        context = getattr(thread, _CONTEXT_ATTRIBUTE, None)
     if context is None:
         original(thread)
         return
-    token = otel_context.attach(context)
-    try:
-        original(thread)
-    finally:
-        otel_context.detach(token)
+    run_in(context, _IN_THREADS, original, thread)
 
 
 def _submit(
@@ -74,14 +75,43 @@ def _submit(
     *args: Any,
     **kwargs: Any,
 ) -> concurrent.futures.Future[Any]:
-    context = otel_context.get_current()
+    task = function
+    with _IN_THREADS:
+        task = carrying_context(function, otel_context.get_current(), _IN_THREADS)
+    return original(executor, task, *args, **kwargs)
+
+
+def carrying_context(
+    function: Callable[..., Any], context: otel_context.Context, guard: Guard
+) -> Callable[..., Any]:
+    """`function`, to be run in `context` wherever it is called."""
 
     @functools.wraps(function)
-    def in_context(*run_args: Any, **run_kwargs: Any) -> Any:
-        token = otel_context.attach(context)
-        try:
-            return function(*run_args, **run_kwargs)
-        finally:
-            otel_context.detach(token)
+    def in_context(*args: Any, **kwargs: Any) -> Any:
+        return run_in(context, guard, function, *args, **kwargs)
 
-    return original(executor, in_context, *args, **kwargs)
+    return in_context
+
+
+def run_in(
+    context: otel_context.Context,
+    guard: Guard,
+    function: Callable[..., Any],
+    /,
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
+    """Call `function` with `context` attached; attaching it is chatspan's work, under
+    `guard`, and the call is the app's."""
+    token = None
+    with guard:
+        token = otel_context.attach(context)
+    try:
+        return function(*args, **kwargs)
+    finally:
+        if token is not None:
+            with guard:
+                otel_context.detach(token)
+
+
+_IN_THREADS = Guard("the threads' context carrier")

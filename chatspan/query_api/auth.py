@@ -21,7 +21,7 @@ from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chatspan.config import ApiSettings
-from chatspan.instrumentation.dify_identity import CONSOLE_PASSPORT, WEB_APP_PASSPORT
+from chatspan.instrumentation.shapes.dify_identity import CONSOLE_PASSPORT, WEB_APP_PASSPORT
 from chatspan.query_api.state import State
 
 bearer = HTTPBearer(auto_error=False, description="An admin API key or a user's JWT")
